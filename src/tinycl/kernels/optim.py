@@ -1,0 +1,77 @@
+"""Optimizers as in-place functional steps on named parameters (torch.optim semantics).
+
+The update step costs one MAC per parameter for plain SGD; momentum adds one, weight
+decay one, Adam about ten operations per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class SGD:
+    """SGD with momentum, dampening, weight decay and Nesterov, as ``torch.optim.SGD``."""
+
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.nesterov, self.dampening = nesterov, dampening
+        self.state: dict[str, torch.Tensor] = {}
+
+    def step_one(self, name: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Return the updated parameter (``p`` is not modified)."""
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = self.state.get(name)
+            if buf is None:
+                buf = g.clone()
+            else:
+                buf = buf * self.momentum + (1 - self.dampening) * g
+            self.state[name] = buf
+            g = g + self.momentum * buf if self.nesterov else buf
+        return p - self.lr * g
+
+    def ops_per_param(self) -> int:
+        return 1 + (1 if self.weight_decay else 0) + (2 if self.momentum else 0)
+
+    def state_dict(self) -> dict:
+        return {"state": dict(self.state), "lr": self.lr}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.state = dict(sd["state"])
+        self.lr = sd["lr"]
+
+
+class Adam:
+    """Adam (Kingma & Ba), L2 weight decay added to the gradient, as ``torch.optim.Adam``."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.state: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+
+    def step_one(self, name: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        b1, b2 = self.betas
+        m, v, t = self.state.get(name, (torch.zeros_like(p), torch.zeros_like(p), 0))
+        t += 1
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        self.state[name] = (m, v, t)
+        step = self.lr / (1 - b1 ** t)
+        denom = (v.sqrt() / math.sqrt(1 - b2 ** t)) + self.eps
+        return p - step * m / denom
+
+    def ops_per_param(self) -> int:
+        return 10
+
+    def state_dict(self) -> dict:
+        return {"state": dict(self.state), "lr": self.lr}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.state = dict(sd["state"])
+        self.lr = sd["lr"]

@@ -1,0 +1,110 @@
+"""Import a torch ``nn.Module`` into a tinycl :class:`Network`.
+
+Supported: Conv2d (zeros padding, dilation 1), Linear, BatchNorm2d (affine), ReLU, ReLU6,
+LeakyReLU, MaxPool2d and AvgPool2d (floor mode), AdaptiveAvgPool2d(1), Flatten
+(start_dim 1), Dropout, Identity, nested Sequential and :class:`tinycl.models.blocks.Residual`.
+Anything else raises :class:`UnsupportedLayerError` naming the layer's path and type.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import TinyclError, UnsupportedLayerError
+from . import layers as T
+from .blocks import Residual as TorchResidual
+from .network import Network, Residual, Sequential
+
+SUPPORTED = ("Conv2d", "Linear", "BatchNorm2d", "ReLU", "ReLU6", "LeakyReLU", "MaxPool2d", "AvgPool2d",
+             "AdaptiveAvgPool2d(1)", "Flatten", "Dropout", "Identity", "Sequential", "Residual")
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _unsupported(path, m, why=""):
+    where = path or "<root>"
+    extra = f" ({why})" if why else f"; supported: {', '.join(SUPPORTED)}"
+    return UnsupportedLayerError(f"layer '{where}' of type {type(m).__name__} is not supported{extra}")
+
+
+def _t(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone()
+
+
+def convert(m: nn.Module, path: str = "") -> T.Layer:
+    """Convert one module (recursively) to a tinycl layer tree."""
+    pre = path + "." if path else ""
+    if isinstance(m, nn.Sequential):
+        return Sequential(path, [convert(c, pre + n) for n, c in m.named_children()])
+    if isinstance(m, TorchResidual):
+        return Residual(path, convert(m.body, pre + "body"), convert(m.shortcut, pre + "shortcut"),
+                        convert(m.post, pre + "post"))
+    if isinstance(m, nn.Conv2d):
+        if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise _unsupported(path, m, "needs dilation 1, zeros padding and numeric padding")
+        return T.Conv2d(path, _t(m.weight), None if m.bias is None else _t(m.bias), _pair(m.stride),
+                        _pair(m.padding), m.groups)
+    if isinstance(m, nn.Linear):
+        return T.Linear(path, _t(m.weight), None if m.bias is None else _t(m.bias))
+    if isinstance(m, nn.BatchNorm2d):
+        if not m.affine or not m.track_running_stats or m.momentum is None:
+            raise _unsupported(path, m, "needs affine=True, track_running_stats=True and a numeric momentum")
+        return T.BatchNorm2d(path, _t(m.weight), _t(m.bias), _t(m.running_mean), _t(m.running_var),
+                             _t(m.num_batches_tracked), m.eps, m.momentum)
+    if isinstance(m, nn.ReLU):
+        return T.Activation(path, "relu")
+    if isinstance(m, nn.ReLU6):
+        return T.Activation(path, "relu6")
+    if isinstance(m, nn.LeakyReLU):
+        return T.Activation(path, "leaky_relu", m.negative_slope)
+    if isinstance(m, nn.MaxPool2d):
+        if _pair(m.dilation) != (1, 1) or m.ceil_mode:
+            raise _unsupported(path, m, "needs dilation 1 and ceil_mode=False")
+        return T.MaxPool2d(path, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding))
+    if isinstance(m, nn.AvgPool2d):
+        if m.ceil_mode or m.divisor_override or (not m.count_include_pad and _pair(m.padding) != (0, 0)):
+            raise _unsupported(path, m, "needs ceil_mode=False, no divisor_override, count_include_pad with padding")
+        return T.AvgPool2d(path, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding))
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        if _pair(m.output_size) != (1, 1):
+            raise _unsupported(path, m, "only output_size 1 (global average pooling)")
+        return T.GlobalAvgPool(path)
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise _unsupported(path, m, "only start_dim=1, end_dim=-1")
+        return T.Flatten(path)
+    if isinstance(m, nn.Dropout):
+        return T.Dropout(path, m.p)
+    if isinstance(m, nn.Identity):
+        return T.Identity(path)
+    raise _unsupported(path, m)
+
+
+def from_torch(module: nn.Module, input_shape, precision="fp32", impl: str = "aten") -> Network:
+    """A tinycl :class:`Network` with the weights, buffers and structure of ``module``.
+
+    ``input_shape`` is one sample's shape, e.g. ``(3, 32, 32)``. The conversion is checked
+    by running one zero sample through both networks in eval mode and comparing shapes.
+    """
+    if impl not in ("aten", "im2col"):
+        raise TinyclError(f"unknown impl {impl!r}; allowed: aten, im2col")
+    net = Network(convert(module), tuple(input_shape), precision, impl)
+    net.training = module.training
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    probe = torch.zeros((1, *net.input_shape), dtype=dtype)
+    was = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            ref = module(probe)
+    except Exception as e:  # noqa: BLE001 - a shape mismatch in the user's module
+        raise TinyclError(f"the module does not accept input shape {net.input_shape}: {e}") from None
+    finally:
+        module.train(was)
+    out = net.predict(probe)
+    if out.shape != ref.shape:
+        raise TinyclError(f"imported network gives output shape {tuple(out.shape)}, torch gives {tuple(ref.shape)}")
+    return net
