@@ -1,0 +1,165 @@
+"""from_torch networks: forward, backward and named_grads against autograd (float64), every zoo model."""
+
+import pytest
+import torch
+from torch import nn
+
+from tinycl import from_torch
+from tinycl.errors import TinyclError, UnsupportedLayerError
+from tinycl.kernels.optim import SGD
+from tinycl.models.blocks import Residual
+from tinycl.models.registry import create, list_models
+
+D = torch.float64
+
+ZOO_CASES = {  # small but structurally complete instances, so float64 autograd stays fast
+    "tinycl-net": {},
+    "mobilenet-v1": dict(width=0.25, input_shape=(3, 32, 32)),
+    "resnet8": {},
+    "ds-cnn": {},
+    "resnet20": {},
+    "vgg-cifar": dict(width=0.125),
+    "resnet18": dict(input_shape=(3, 64, 64)),
+}
+
+
+def autograd_reference(model, x, dy):
+    xr = x.clone().requires_grad_(True)
+    model.zero_grad()
+    y = model(xr)
+    y.backward(dy)
+    return y.detach(), xr.grad, {k: p.grad for k, p in model.named_parameters()}
+
+
+def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9):
+    torch.manual_seed(0)
+    model = model.to(D).train()
+    for m in model.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(); m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_(1, 0.2); m.bias.data.normal_(0, 0.2)
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0  # random masks differ from torch's; dropout is checked on its own
+    net = from_torch(model, input_shape, impl=impl)
+    net.train()
+    x = torch.randn(batch, *input_shape, dtype=D)
+    y = net.forward(x)
+    dy = torch.randn_like(y)
+    dx = net.backward(dy)
+    y_ref, dx_ref, grads_ref = autograd_reference(model, x, dy)  # after ours: same BN running-stat update
+    scale = lambda t: t.abs().max().clamp_min(1e-3)  # noqa: E731
+    assert (y - y_ref).abs().max() <= tol * scale(y_ref)
+    assert (dx - dx_ref).abs().max() <= tol * scale(dx_ref)
+    grads = net.named_grads()
+    assert set(grads) == set(grads_ref), set(grads) ^ set(grads_ref)
+    for k in grads_ref:
+        assert (grads[k] - grads_ref[k]).abs().max() <= tol * scale(grads_ref[k]), k
+    return net
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_CASES))
+def test_zoo_model_matches_autograd(name):
+    kw = dict(ZOO_CASES[name])
+    model = create(name, **kw)
+    check_against_autograd(model, model.input_shape)
+
+
+def test_every_registered_model_is_covered():
+    assert set(list_models()) <= set(ZOO_CASES)
+
+
+@pytest.mark.parametrize("impl", ["aten", "im2col"])
+def test_nested_residual_net_both_impls(impl):
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+        Residual(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.LeakyReLU(0.2), nn.Conv2d(8, 8, 1)),
+                 post=nn.ReLU()),
+        nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2, 1, 1)),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.0), nn.Linear(8, 5))
+    check_against_autograd(model, (3, 11, 9), batch=3, impl=impl)
+
+
+def test_batch_one_eval_mode_bn():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    model = model.to(D).eval()
+    net = from_torch(model, (2, 6, 6))
+    net.train()
+    for b in net.layers():
+        if b.kind == "batchnorm2d":
+            b.frozen_stats = True  # frozen statistics: batch 1 works
+    x = torch.randn(1, 2, 6, 6, dtype=D)
+    y = net.forward(x)
+    dy = torch.randn_like(y)
+    dx = net.backward(dy)
+    y_ref, dx_ref, g_ref = autograd_reference(model, x, dy)
+    assert torch.allclose(y, y_ref) and torch.allclose(dx, dx_ref)
+    assert torch.allclose(net.named_grads()["1.weight"], g_ref["1.weight"])
+
+
+def test_training_step_matches_torch_sgd_and_state_roundtrip():
+    torch.manual_seed(1)
+    model = create("tinycl-net").to(D)
+    ref = create("tinycl-net").to(D)
+    ref.load_state_dict(model.state_dict())
+    net = from_torch(model, model.input_shape)
+    opt = SGD(lr=0.05, momentum=0.9, weight_decay=1e-4)
+    topt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    x, y = torch.randn(4, *model.input_shape, dtype=D), torch.randint(0, 10, (4,))
+    for _ in range(3):
+        net.train_step(x, y, opt)
+        topt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        topt.step()
+    for k, v in ref.state_dict().items():
+        assert torch.allclose(net.state_dict()[k].to(v.dtype), v, atol=1e-10), k
+    fresh = create("tinycl-net").to(D)
+    net.export_to(fresh)
+    assert torch.allclose(fresh(x), ref(x))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_training_lowers_loss_and_stays_in_format(precision):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4))
+    net = from_torch(model, (3, 8, 8), precision=precision)
+    x = torch.randn(32, 3, 8, 8)
+    y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    opt = SGD(lr=0.5, momentum=0.9)
+    first = net.train_step(x, y, opt)
+    for _ in range(40):
+        last = net.train_step(x, y, opt)
+    assert last < 0.7 * first
+    out = net.predict(x)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    assert torch.equal(out, out.to(dtype).float())  # activations hold format values
+
+
+def test_fp16_loss_scaling_skips_overflowing_step():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    net = from_torch(model, (4,), precision="fp16")
+    before = net.state_dict()["1.weight"].clone()
+    net.scaler.scale = 2.0 ** 40  # guaranteed overflow of FP16 gradients
+    net.train_step(torch.randn(8, 4) * 100, torch.randint(0, 2, (8,)), SGD(lr=0.1))
+    assert torch.equal(net.state_dict()["1.weight"], before)
+    assert net.scaler.scale == 2.0 ** 39 and net.scaler.skipped == 1
+
+
+def test_unsupported_layer_is_named():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.GELU()))
+    with pytest.raises(UnsupportedLayerError, match=r"'1\.0' of type GELU"):
+        from_torch(model, (1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match="dilation"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), (1, 9, 9))
+
+
+def test_bad_inputs_raise_clear_errors():
+    net = from_torch(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 2, 2))
+    with pytest.raises(TinyclError, match="expects"):
+        net.forward(torch.randn(2, 3, 3, 2))
+    x = torch.randn(2, 3, 2, 2)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TinyclError, match="NaN"):
+        net.forward(x)
+    with pytest.raises(TinyclError, match="input shape"):
+        from_torch(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 5, 5))
