@@ -2,7 +2,8 @@
 
 Files in ROOT (as distributed by the CORe50 authors):
     core50_imgs.npz  array 'x': N x 128 x 128 x 3 uint8, N = 164,866 (or core50_imgs.bin: the same
-                     bytes raw, as the official loader writes it; read by memory map)
+                     bytes raw, as the official loader writes it; read by memory map). Other
+                     square sizes (the 32 x 32 "mini" version) are read the same way.
     paths.pkl        list of N relative paths, e.g. 's11/o1/C_11_01_000.png' (session, object)
     LUP.pkl          {scenario: [run][batch] -> list of image indices}; the last batch of a run
                      is the test set
@@ -37,7 +38,6 @@ N_RUNS = 10
 CATEGORIES = ["plug_adapter", "mobile_phone", "scissors", "light_bulb", "can", "glasses", "ball",
               "marker", "cup", "remote_control"]
 OBJECTS = [f"o{i}" for i in range(1, 51)]
-IMAGE_SHAPE = (128, 128, 3)
 
 
 def _pickle(path: Path):
@@ -51,13 +51,15 @@ def _pickle(path: Path):
 
 
 def _images(root: Path, n: int) -> np.ndarray:
-    """All images as an N x 128 x 128 x 3 uint8 array (memory-mapped when read from the .bin)."""
+    """All images as an N x H x W x 3 uint8 array (memory-mapped when read from the .bin)."""
     npz, raw = root / "core50_imgs.npz", root / "core50_imgs.bin"
-    if raw.is_file():
-        if raw.stat().st_size != n * int(np.prod(IMAGE_SHAPE)):
-            raise TinyclError(f"CORe50 file {raw} holds {raw.stat().st_size} bytes, "
-                              f"expected {n} images of 128x128x3")
-        return np.memmap(raw, dtype=np.uint8, mode="r", shape=(n, *IMAGE_SHAPE))
+    if raw.is_file():  # square RGB images: 128 x 128 (or 32 x 32 for the mini version)
+        size = raw.stat().st_size
+        side = int(round((size / max(n, 1) / 3) ** 0.5))
+        if size == 0 or size != n * side * side * 3:
+            raise TinyclError(f"CORe50 file {raw} holds {size} bytes, not {n} square RGB images "
+                              f"({n} = entries in paths.pkl)")
+        return np.memmap(raw, dtype=np.uint8, mode="r", shape=(n, side, side, 3))
     if not npz.is_file():
         raise TinyclError(f"CORe50 file missing: {npz}")
     try:
