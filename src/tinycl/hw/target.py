@@ -1,0 +1,251 @@
+"""Device targets as data: the YAML schema, its loader and its checks.
+
+A target file describes one device (see ``docs/targets.md``). Every number in it is a
+mapping ``{value: ..., source: "..."}`` (or, in table rows, shares the row's ``source``)
+so that each figure names the paper or datasheet it comes from, or says ``assumption:``.
+Built-in targets live beside this module in ``targets/*.yaml``; a user's own file is
+accepted by path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tinycl.errors import TinyclError
+
+TARGET_DIR = Path(__file__).parent / "targets"
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+STEPS = ("forward", "backward_input", "backward_weight")
+PRIMITIVES = ("conv", "pointwise", "depthwise", "linear")
+KINDS = ("tiled", "flat")
+SOURCE_TAGS = ("paper:", "datasheet:", "assumption:", "calibrated:", "derived:")
+
+
+@dataclass
+class MemoryLevel:
+    """One memory of the target, innermost first. Sizes in bytes, bandwidth in bytes/cycle."""
+
+    name: str
+    size_bytes: int
+    scratchpad: bool = False          # only holds tiles (PULP L1); planner puts no whole tensors here
+    writable: bool = True             # False for flash: only frozen, read-only tensors may live here
+    bandwidth_bytes_per_cycle: float | None = None  # what this level delivers inward (DMA or compute)
+    energy_pj_per_byte: float | None = None
+
+
+@dataclass
+class Target:
+    """A device, loaded from YAML. Times in cycles of ``clock_hz``; power in watts."""
+
+    name: str
+    description: str
+    kind: str
+    clock_hz: float
+    cores: int
+    precisions: tuple[str, ...]
+    memory: list[MemoryLevel]
+    efficiency: dict[tuple[str, str], dict[str, float]]   # (precision, primitive) -> step -> MAC/cycle
+    elementwise_ops_per_cycle: dict[str, float]           # precision -> ops/cycle (BN, act, pool, update)
+    copy_elements_per_cycle: float                        # im2col / transpose copies, elements/cycle
+    layer_overhead_cycles: float
+    tile_overhead_cycles: float
+    active_power_w: float
+    idle_power_w: float
+    energy_pj_per_mac: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> source text
+    path: str = ""
+
+    def level(self, name: str) -> MemoryLevel:
+        for m in self.memory:
+            if m.name == name:
+                return m
+        raise TinyclError(f"target {self.name!r} has no memory level {name!r}")
+
+    def macs_per_cycle(self, precision: str, primitive: str, step: str) -> float:
+        """MAC/cycle of the matmul (or depthwise) kernel of one primitive step."""
+        row = self.efficiency.get((precision, primitive))
+        if row is None and primitive in ("pointwise", "linear"):
+            row = self.efficiency.get((precision, "conv"))
+        if row is None:
+            raise TinyclError(f"target {self.name!r} has no efficiency row for "
+                              f"precision {precision!r}, primitive {primitive!r}")
+        return row[step]
+
+
+def list_targets() -> list[str]:
+    """Names of the built-in targets."""
+    return sorted(p.stem for p in TARGET_DIR.glob("*.yaml"))
+
+
+def load_target(name_or_path: str | os.PathLike) -> Target:
+    """Load a built-in target by name, or a user's YAML file by path."""
+    s = str(name_or_path)
+    if s.endswith((".yaml", ".yml")) or os.sep in s:
+        path = Path(s)
+        if not path.is_file():
+            raise TinyclError(f"target file not found: {s}")
+    else:
+        path = TARGET_DIR / f"{s}.yaml"
+        if not path.is_file():
+            raise TinyclError(f"unknown target {s!r}; available: {', '.join(list_targets())}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise TinyclError(f"target file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_target(data, str(path))
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+class _Reader:
+    """Pulls sourced numbers out of the parsed YAML and records where each came from."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.sources: dict[str, str] = {}
+
+    def fail(self, key: str, msg: str):
+        raise TinyclError(f"target file {self.where}: key {key!r} {msg}")
+
+    def section(self, d, key: str, required: bool = True) -> dict:
+        sub = d.get(key) if isinstance(d, dict) else None
+        if sub is None and not required:
+            return {}
+        if not isinstance(sub, dict):
+            self.fail(key, "must be a mapping")
+        return sub
+
+    def check_source(self, key: str, src) -> str:
+        if not isinstance(src, str) or not src.strip().lower().startswith(SOURCE_TAGS):
+            self.fail(key, f"needs a 'source' starting with one of {', '.join(SOURCE_TAGS)}")
+        return src.strip()
+
+    def number(self, d: dict, key: str, dotted: str, positive: bool = True, required: bool = True):
+        if key not in d:
+            if not required:
+                return None
+            self.fail(dotted, "is missing")
+        item = d[key]
+        if not isinstance(item, dict) or "value" not in item:
+            self.fail(dotted, "must be {value: <number>, source: <text>}")
+        v = item["value"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.fail(dotted, f"value must be a number, got {v!r}")
+        if positive and v <= 0:
+            self.fail(dotted, f"value must be > 0, got {v!r}")
+        if v < 0:
+            self.fail(dotted, f"value must be >= 0, got {v!r}")
+        self.sources[dotted] = self.check_source(dotted, item.get("source"))
+        return float(v)
+
+
+_TOP_KEYS = {"schema", "name", "description", "kind", "clock_hz", "cores", "precisions", "memory",
+             "efficiency", "elementwise_ops_per_cycle", "copy_elements_per_cycle", "overheads",
+             "power", "energy_pj_per_mac", "notes"}
+
+
+def parse_target(data, where: str = "<dict>") -> Target:
+    """Check a parsed target mapping against the schema and build a :class:`Target`."""
+    r = _Reader(where)
+    if not isinstance(data, dict):
+        raise TinyclError(f"target file {where}: top level must be a mapping")
+    for k in data:
+        if k not in _TOP_KEYS:
+            r.fail(k, f"is not a target key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    if data.get("schema") != 1:
+        r.fail("schema", "must be 1")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        r.fail("name", "must be a non-empty string")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        r.fail("kind", f"must be one of {', '.join(KINDS)}")
+    precisions = data.get("precisions")
+    if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
+        r.fail("precisions", f"must be a list drawn from {', '.join(PRECISIONS)}")
+
+    clock = r.number(data, "clock_hz", "clock_hz")
+    cores = r.number(data, "cores", "cores")
+
+    mem_list = data.get("memory")
+    if not isinstance(mem_list, list) or not mem_list:
+        r.fail("memory", "must be a non-empty list of levels, innermost first")
+    memory = []
+    for i, m in enumerate(mem_list):
+        key = f"memory[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+            r.fail(key, "must be a mapping with a 'name'")
+        for k in m:
+            if k not in ("name", "size_bytes", "scratchpad", "writable", "bandwidth_bytes_per_cycle",
+                         "energy_pj_per_byte"):
+                r.fail(f"{key}.{k}", "is not a memory-level key")
+        mk = f"memory.{m['name']}"
+        memory.append(MemoryLevel(
+            name=m["name"],
+            size_bytes=int(r.number(m, "size_bytes", f"{mk}.size_bytes")),
+            scratchpad=bool(m.get("scratchpad", False)),
+            writable=bool(m.get("writable", True)),
+            bandwidth_bytes_per_cycle=r.number(m, "bandwidth_bytes_per_cycle",
+                                               f"{mk}.bandwidth_bytes_per_cycle", required=False),
+            energy_pj_per_byte=r.number(m, "energy_pj_per_byte", f"{mk}.energy_pj_per_byte",
+                                        positive=False, required=False),
+        ))
+    if kind == "tiled" and not memory[0].scratchpad:
+        r.fail("memory[0].scratchpad", "must be true for a tiled target (the L1 the tiler fills)")
+
+    rows = data.get("efficiency")
+    if not isinstance(rows, list) or not rows:
+        r.fail("efficiency", "must be a non-empty list of rows")
+    eff: dict[tuple[str, str], dict[str, float]] = {}
+    for i, row in enumerate(rows):
+        key = f"efficiency[{i}]"
+        if not isinstance(row, dict):
+            r.fail(key, "must be a mapping")
+        p, prim = row.get("precision"), row.get("primitive")
+        if p not in PRECISIONS:
+            r.fail(f"{key}.precision", f"must be one of {', '.join(PRECISIONS)}")
+        if prim not in PRIMITIVES:
+            r.fail(f"{key}.primitive", f"must be one of {', '.join(PRIMITIVES)}")
+        if row.get("cores") != int(cores):
+            r.fail(f"{key}.cores", f"must equal the target's cores ({int(cores)}): "
+                                   "the table is stated at the core count the target runs")
+        steps = {}
+        for s in STEPS:
+            v = row.get(s)
+            if v is None and p == "int8" and s != "forward":
+                continue   # the INT8 frozen stage only runs forward
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                r.fail(f"{key}.{s}", f"must be a MAC/cycle number > 0, got {v!r}")
+            steps[s] = float(v)
+        r.sources[f"efficiency.{p}.{prim}"] = r.check_source(f"{key}.source", row.get("source"))
+        eff[(p, prim)] = steps
+    for p in precisions:
+        if (p, "conv") not in eff:
+            r.fail("efficiency", f"has no 'conv' row for supported precision {p!r}")
+
+    ew_sec = r.section(data, "elementwise_ops_per_cycle")
+    ew = {p: r.number(ew_sec, p, f"elementwise_ops_per_cycle.{p}") for p in ew_sec}
+    for p in precisions:
+        if p not in ew:
+            r.fail(f"elementwise_ops_per_cycle.{p}", "is missing for a supported precision")
+    copy = r.number(data, "copy_elements_per_cycle", "copy_elements_per_cycle")
+    ov = r.section(data, "overheads")
+    layer_ov = r.number(ov, "layer_cycles", "overheads.layer_cycles", positive=False)
+    tile_ov = r.number(ov, "tile_cycles", "overheads.tile_cycles", positive=False)
+    pw = r.section(data, "power")
+    active = r.number(pw, "active_w", "power.active_w")
+    idle = r.number(pw, "idle_w", "power.idle_w", positive=False)
+    e_sec = r.section(data, "energy_pj_per_mac", required=False)
+    e_mac = {p: r.number(e_sec, p, f"energy_pj_per_mac.{p}") for p in e_sec}
+
+    return Target(name=name, description=str(data.get("description", "")), kind=kind, clock_hz=clock,
+                  cores=int(cores), precisions=tuple(precisions), memory=memory, efficiency=eff,
+                  elementwise_ops_per_cycle=ew, copy_elements_per_cycle=copy,
+                  layer_overhead_cycles=layer_ov, tile_overhead_cycles=tile_ov,
+                  active_power_w=active, idle_power_w=idle, energy_pj_per_mac=e_mac,
+                  sources=r.sources, path=where)
