@@ -173,3 +173,16 @@ def test_adam_matches_torch():
         opt_t.step()
         p = ours.step_one("w", p, g)
     close(p, tp.detach())
+
+
+def test_batchnorm_aten_path_matches_autograd():
+    x = torch.randn(3, 4, 5, 5, dtype=D) * 2 + 1
+    gamma, beta = torch.randn(4, dtype=D), torch.randn(4, dtype=D)
+    rm, rv = torch.zeros(4, dtype=D), torch.ones(4, dtype=D)
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    y, dy, (dx, dg, db) = grads_of(lambda t, a, b: F.batch_norm(t, rm_ref, rv_ref, a, b, True, 0.1, 1e-5),
+                                   x, gamma, beta)
+    yy, cache = N.batchnorm_train_aten(x, gamma, beta, rm, rv, 1e-5, 0.1)
+    close(yy, y, 1e-9); close(rm, rm_ref); close(rv, rv_ref)
+    ddx, ddg, ddb = N.batchnorm_backward_aten(dy, gamma, cache)
+    close(ddx, dx, 1e-8); close(ddg, dg, 1e-9); close(ddb, db)

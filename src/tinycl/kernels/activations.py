@@ -11,7 +11,7 @@ def relu_forward(x: torch.Tensor) -> torch.Tensor:
 
 def relu_backward(dy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``dx = dy * (y > 0)`` (from the output; autograd's convention at 0 gives 0)."""
-    return dy * (y > 0)
+    return torch.ops.aten.threshold_backward(dy, y, 0.0)  # one fused pass of dy * (y > 0)
 
 
 def relu6_forward(x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def relu6_forward(x: torch.Tensor) -> torch.Tensor:
 
 def relu6_backward(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``dx = dy * (0 < x < 6)`` (torch's hardtanh convention: 0 at both edges)."""
-    return dy * ((x > 0) & (x < 6))
+    return dy.masked_fill((x <= 0) | (x >= 6), 0.0)
 
 
 def leaky_relu_forward(x: torch.Tensor, slope: float = 0.01) -> torch.Tensor:

@@ -1,5 +1,9 @@
 """BatchNorm2d: batch statistics in training, running statistics when frozen.
 
+Two implementations of the same steps: the explicit formulas below (the reference,
+readable in a screenful), and ``batchnorm_train_aten`` / ``batchnorm_backward_aten``,
+which call PyTorch's fused native kernels directly (no autograd) for speed.
+
 Statistics are computed in the tensor's dtype (FP32 in the low-precision policies;
 the network rounds inputs and outputs). Running stats follow torch: unbiased
 variance, ``running = (1 - momentum) * running + momentum * batch``.
@@ -61,3 +65,20 @@ def batchnorm_ops(numel: int, channels: int) -> dict[str, int]:
     """Approximate operation counts (elementwise, not MACs): 4/elem forward, 6/elem backward."""
     return {"forward": 4 * numel, "backward_input": 6 * numel, "backward_weight": 2 * numel,
             "update": 2 * channels}
+
+
+def batchnorm_train_aten(x, gamma, beta, running_mean, running_var, eps=1e-5, momentum=0.1):
+    """Fused forward with batch statistics; updates the running stats in place.
+
+    Returns ``(y, cache)``; ``cache = (x, mean, inv_std)`` feeds :func:`batchnorm_backward_aten`.
+    """
+    y, mean, inv_std = torch.ops.aten.native_batch_norm(x, gamma, beta, running_mean, running_var, True,
+                                                        momentum, eps)
+    return y, (x, mean, inv_std)
+
+
+def batchnorm_backward_aten(dy, gamma, cache, eps=1e-5):
+    """Fused backward through batch statistics: ``(dx, dgamma, dbeta)``."""
+    x, mean, inv_std = cache
+    return torch.ops.aten.native_batch_norm_backward(dy, x, gamma, None, None, mean, inv_std, True, eps,
+                                                     [True, True, True])

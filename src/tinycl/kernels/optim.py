@@ -22,18 +22,18 @@ class SGD:
         self.state: dict[str, torch.Tensor] = {}
 
     def step_one(self, name: str, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Return the updated parameter (``p`` is not modified)."""
+        """Return the updated parameter; ``p`` is updated in place (``g`` is not modified)."""
         if self.weight_decay:
-            g = g + self.weight_decay * p
+            g = g.add(p, alpha=self.weight_decay)
         if self.momentum:
             buf = self.state.get(name)
             if buf is None:
                 buf = g.clone()
+                self.state[name] = buf
             else:
-                buf = buf * self.momentum + (1 - self.dampening) * g
-            self.state[name] = buf
-            g = g + self.momentum * buf if self.nesterov else buf
-        return p - self.lr * g
+                buf.mul_(self.momentum).add_(g, alpha=1 - self.dampening)
+            g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
+        return p.add_(g, alpha=-self.lr)
 
     def ops_per_param(self) -> int:
         return 1 + (1 if self.weight_decay else 0) + (2 if self.momentum else 0)

@@ -150,10 +150,13 @@ class BatchNorm2d(Layer):
         g, b = self.params["weight"].compute(ctx.prec), self.params["bias"].compute(ctx.prec)
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         if ctx.training and not self.frozen_stats:
-            y, cache = N.batchnorm_forward_train(x, g, b, self.eps)
-            N.batchnorm_update_running(rm, rv, cache[2], cache[3], x.numel() // x.shape[1], self.momentum)
+            if ctx.impl == "aten":
+                y, cache = N.batchnorm_train_aten(x, g, b, rm, rv, self.eps, self.momentum)
+            else:
+                y, cache = N.batchnorm_forward_train(x, g, b, self.eps)
+                N.batchnorm_update_running(rm, rv, cache[2], cache[3], x.numel() // x.shape[1], self.momentum)
             self.buffers["num_batches_tracked"] += 1
-            self.saved = ("train", cache)
+            self.saved = (ctx.impl, cache)
         else:
             y, inv_std = N.batchnorm_forward_eval(x, g, b, rm, rv, self.eps)
             self.saved = ("eval", x, inv_std) if ctx.training else None
@@ -161,7 +164,9 @@ class BatchNorm2d(Layer):
 
     def backward(self, dy, ctx, need_input=True):
         g = self.params["weight"].compute(ctx.prec)
-        if self.saved[0] == "train":
+        if self.saved[0] == "aten":
+            dx, dg, db = N.batchnorm_backward_aten(dy, g, self.saved[1], self.eps)
+        elif self.saved[0] == "im2col":
             dx, dg, db = N.batchnorm_backward_train(dy, g, self.saved[1])
         else:
             dx, dg, db = N.batchnorm_backward_eval(dy, self.saved[1], g, self.buffers["running_mean"],
