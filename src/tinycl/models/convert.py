@@ -34,9 +34,22 @@ def _t(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clone()
 
 
+# Extra layer types (e.g. a hardware-friendly normalisation) register a converter:
+# torch module type -> fn(module, path) -> tinycl Layer.
+CONVERTERS: dict[type, callable] = {}
+
+
+def register_converter(module_type: type, fn) -> None:
+    """Teach :func:`from_torch` a new torch layer type."""
+    CONVERTERS[module_type] = fn
+
+
 def convert(m: nn.Module, path: str = "") -> T.Layer:
     """Convert one module (recursively) to a tinycl layer tree."""
     pre = path + "." if path else ""
+    for t, fn in CONVERTERS.items():
+        if isinstance(m, t):
+            return fn(m, path)
     if isinstance(m, nn.Sequential):
         return Sequential(path, [convert(c, pre + n) for n, c in m.named_children()])
     if isinstance(m, TorchResidual):

@@ -22,10 +22,21 @@ SIGNIFICAND_BITS = {"fp32": 24, "fp16": 11, "bf16": 8}
 MAX_FINITE = {"fp32": torch.finfo(torch.float32).max, "fp16": 65504.0, "bf16": torch.finfo(torch.bfloat16).max}
 
 
+# Formats beyond IEEE floats (e.g. 8-bit block formats) register their rounding here:
+# name -> (round_fn(x) -> x, stochastic_fn(x, generator) -> x, bytes per element).
+CUSTOM: dict[str, tuple] = {}
+
+
+def register_format(name: str, round_fn, stochastic_fn, nbytes: float) -> None:
+    """Add a number format usable in precision policies (emulated in float tensors)."""
+    CUSTOM[name] = (round_fn, stochastic_fn, nbytes)
+    BYTES[name] = nbytes
+
+
 def check_format(fmt: str) -> str:
     """Return ``fmt`` if it is a known float format, else raise a one-line error."""
-    if fmt not in DTYPES:
-        raise TinyclError(f"unknown number format {fmt!r}; allowed: {', '.join(DTYPES)}")
+    if fmt not in DTYPES and fmt not in CUSTOM:
+        raise TinyclError(f"unknown number format {fmt!r}; allowed: {', '.join([*DTYPES, *CUSTOM])}")
     return fmt
 
 
@@ -39,6 +50,8 @@ def round_to(x: torch.Tensor, fmt: str) -> torch.Tensor:
 
     Overflow gives +-inf as in IEEE arithmetic; callers that scale losses check for it.
     """
+    if fmt in CUSTOM:
+        return CUSTOM[fmt][0](x)
     dtype = DTYPES[check_format(fmt)]
     if x.dtype == dtype or (fmt == "fp32" and x.dtype == torch.float32):
         return x
@@ -53,6 +66,8 @@ def stochastic_round(x: torch.Tensor, fmt: str, generator: torch.Generator | Non
 
     Values already representable are returned unchanged; overflow rounds to +-inf.
     """
+    if fmt in CUSTOM:
+        return CUSTOM[fmt][1](x, generator)
     dtype = DTYPES[check_format(fmt)]
     if fmt == "fp32" and x.dtype == torch.float32:
         return x

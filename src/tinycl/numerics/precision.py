@@ -83,6 +83,11 @@ POLICIES = {
 }
 
 
+def register_precision(policy: Precision) -> None:
+    """Make a policy selectable by name everywhere a precision is (run, profile, from_torch)."""
+    POLICIES[policy.name] = policy
+
+
 def get_precision(name: str | Precision, **overrides) -> Precision:
     """Look up a policy by name and apply field overrides (e.g. ``accumulate="native"``)."""
     if isinstance(name, Precision):
