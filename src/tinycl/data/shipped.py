@@ -93,7 +93,7 @@ def load_shipped(path: str | Path | None = None, use_cache: bool = True) -> Data
     digest = _sha256(path)
     sha_file = path.with_name(path.name + ".sha256")
     if sha_file.is_file():
-        expected = sha_file.read_text().split()[0] if sha_file.read_text().split() else ""
+        expected = (sha_file.read_text().split() or [""])[0]
         if expected != digest:
             raise TinyclError(f"shipped data set is damaged: {path} has SHA-256 {digest[:12]}..., "
                               f"{sha_file.name} says {expected[:12]}...")
