@@ -77,7 +77,7 @@ def _from_filelists(root: Path, scenario: str, run: int, level: str, paths: list
     """Batches (index lists) and labels of a run read from the official batch file lists."""
     folder = root / (FILELIST_DIRS[scenario] + ("_cat" if level == "category" else "")) / f"run{run}"
     if not folder.is_dir():
-        raise TinyclError(f"CORe50: scenario '{scenario}' is not in LUP.pkl and its file lists are "
+        raise TinyclError(f"CORe50: scenario '{scenario}' run {run} is not in LUP.pkl and its file lists are "
                           f"missing: {folder}")
     where = {p: i for i, p in enumerate(paths)}
     files = sorted(folder.glob("train_batch_*_filelist.txt"), key=lambda p: int(p.stem.split("_")[2]))
