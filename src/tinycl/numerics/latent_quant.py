@@ -5,6 +5,7 @@ Integer formats (``bits`` in 1..8) use unsigned codes ``q`` in ``[0, 2**bits - 1
     q     = clamp(round(x / scale) + zero_point, 0, 2**bits - 1)
     x_hat = (q - zero_point) * scale
 
+``round`` is round-half-to-even (``torch.round``); the arithmetic is fp32.
 The calibrated range ``[lo, hi]`` is always widened to contain 0 (``lo <= 0 <= hi``),
 so real 0 is exactly a code. For post-ReLU latents (calibrated minimum >= 0) this gives
 ``lo = 0, zero_point = 0``: an unsigned grid that spends every code on ``[0, hi]``.
