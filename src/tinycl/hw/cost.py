@@ -3,7 +3,7 @@
 Per layer and step: a tiled target uses ``tiling.tile_step``; a flat target takes
 ``max(compute, bytes / bandwidth of the level holding the working set) + layer overhead``.
 A tiled target whose working set spilled to an outer level (e.g. L3) is also bound by that
-level's bandwidth for the step's bytes. Frozen layers run forward once per event in INT8;
+level's bandwidth for the step's bytes. Frozen layers run an INT8 forward per new sample (``batch`` times);
 adaptive layers run ``steps`` training steps. Cycles are of ``target.clock_hz``.
 """
 
@@ -67,17 +67,18 @@ def profile_workload(w: Workload, target: Target, optimizer: str = "sgd") -> dic
         prec = "int8" if l.frozen else w.precision
         if l.frozen and "int8" not in target.precisions:
             prec = w.precision
-        reps = 1 if l.frozen else w.steps
-        cyc = 0.0
+        reps = w.batch if l.frozen else w.steps
+        cyc, by_step = 0.0, {}
         for s in TRAIN_STEPS:
-            c, l1b = _step_cycles(l, s, target, prec, w.batch, home)
+            c, l1b = _step_cycles(l, s, target, prec, 1 if l.frozen else w.step_batch, home)
+            by_step[s] = c
             cyc += c * reps
             l1_peak = max(l1_peak, l1b)
         macs_event = sum(l.macs.values()) * reps
         lat = cyc / hz
         e = step_energy_j(target, prec, lat, macs_event)
         rows.append({"name": l.name, "type": l.type, "primitive": l.primitive, "frozen": l.frozen,
-                     "macs": dict(l.macs), "cycles": cyc, "latency_s": lat, "energy_j": e})
+                     "macs": dict(l.macs), "step_cycles": by_step, "cycles": cyc, "latency_s": lat, "energy_j": e})
         for s in STEP_NAMES:
             tot_macs[s] += l.macs[s]
         tot["cycles"] += cyc
@@ -101,7 +102,8 @@ def profile_workload(w: Workload, target: Target, optimizer: str = "sgd") -> dic
     tot["peak_memory_bytes"] = plan.peak_bytes
     tot["capacity_bytes"] = plan.capacity
     tot["fits"] = plan.fits
-    return {"target": target.name, "precision": w.precision, "batch": w.batch, "n_replays": w.n_replays,
+    return {"target": target.name, "precision": w.precision, "batch": w.batch, "step_batch": w.step_batch,
+            "n_replays": w.n_replays,
             "lr_bits": w.lr_bits, "latent_layer": w.latent_layer, "steps": w.steps, "clock_hz": hz,
             "layers": rows, "replay": replay, "total": tot,
             "memory": {"groups": plan.groups, "placement": plan.placement, "notes": plan.notes}}
@@ -109,11 +111,12 @@ def profile_workload(w: Workload, target: Target, optimizer: str = "sgd") -> dic
 
 def profile(model: nn.Module, input_shape, target: str | Target, precision: str = "fp32",
             latent_layer: str | None = None, batch: int = 1, n_replays: int = 0, lr_bits: int = 8,
-            optimizer: str = "sgd") -> dict:
+            optimizer: str = "sgd", step_batch: int | None = None) -> dict:
     """Per-layer and total MACs, cycles, latency (s), energy (J) and peak memory (bytes per level)
-    of one learning event of ``model`` on ``target``."""
+    of one learning event of ``model`` on ``target``. Layer ``macs`` and ``step_cycles`` are per
+    step; ``cycles``, ``latency_s`` and ``energy_j`` are per learning event."""
     t = target if isinstance(target, Target) else load_target(target)
-    w = build_workload(model, input_shape, latent_layer, precision, batch, n_replays, lr_bits)
+    w = build_workload(model, input_shape, latent_layer, precision, batch, n_replays, lr_bits, step_batch)
     return profile_workload(w, t, optimizer)
 
 
@@ -130,6 +133,6 @@ def learning_event_cost(model: nn.Module, input_shape, latent_layer: str | None,
 def mac_per_cycle(p: dict, trained_only: bool = True) -> float:
     """Aggregate MAC/cycle of a profile: training MACs of all steps over all cycles."""
     macs = sum(sum(r["macs"][s] for s in ("forward", "backward_input", "backward_weight"))
-               * (p["steps"] if not r["frozen"] else 1) for r in p["layers"]
+               * (p["steps"] if not r["frozen"] else p["batch"]) for r in p["layers"]
                if not (trained_only and r["frozen"]))
     return macs / p["total"]["cycles"] if p["total"]["cycles"] else math.nan

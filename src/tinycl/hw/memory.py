@@ -69,8 +69,8 @@ def training_timeline(w: Workload, flat: bool) -> list:
         for _, m in ad[: pos + 1]:
             saved |= set(m.saved_keys)
         base = sum(w.tensors.get(k, 0) for k in saved) * b
-        e_out = w.batch * _elems(l.out_shape)
-        e_in = w.batch * _elems(l.in_shape)
+        e_out = w.step_batch * _elems(l.out_shape)
+        e_in = w.step_batch * _elems(l.in_shape)
         grads = (e_out + (e_in if l.macs["backward_input"] else 0)) * b
         dw = l.params * b if l.macs["backward_weight"] else 0
         scratch = max(l.scratch_bytes["backward_input"], l.scratch_bytes["backward_weight"]) if flat else 0

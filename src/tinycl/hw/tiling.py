@@ -1,7 +1,8 @@
 """Tiling of each primitive step for PULP-like targets (an L1 scratchpad fed by DMA from L2).
 
-A conv-like step produces a tensor of ``C`` channels and ``R`` rows (rows of all samples
-stacked). Tiles take ``co`` channels and ``h`` rows; the L1 working set is
+A conv-like step produces a tensor of ``C`` channels and ``P`` pixels (all samples stacked).
+Tiles take ``co`` channels and ``px`` pixels: whole output rows, or part of one row when a
+row's im2col does not fit; the L1 working set is
 ``2 * (input + weights + output) + im2col`` bytes (DMA buffers double-buffered, the im2col
 buffer single). The weight gradient keeps its dW tile resident and streams the reduction rows.
 Elementwise steps and the SGD update stream chunks of half of L1.
@@ -28,7 +29,7 @@ class TilePlan:
 
     tiles: int
     co: int                 # channels per tile (0 for streamed steps)
-    rows: int               # rows per tile
+    rows: int               # output pixels per tile
     l1_bytes: int           # working set of one tile in L1
     dma_bytes: int          # L2<->L1 traffic of the whole step
     compute_cycles: float
@@ -49,60 +50,61 @@ def compute_cycles(l: LayerWork, step: str, target: Target, precision: str) -> f
     return macs / target.elementwise_ops_per_cycle[precision]
 
 
+def _in_extent(px: int, w_out: int, h_in: int, w_in: int, k_h: int, k_w: int, s: int) -> int:
+    """Input pixels a tile of ``px`` output pixels reads (whole rows, or part of one row)."""
+    if px >= w_out:
+        rows = math.ceil(px / w_out)
+        return min(h_in, (rows - 1) * s + k_h) * w_in
+    return k_h * min(w_in, (px - 1) * s + k_w)
+
+
 def _conv_terms(l: LayerWork, step: str, b: int, n: int):
-    """(C, R, fixed(h), per_co(h), weight bytes of all channels) for a conv-like step."""
-    ci, hi, wi = (l.in_shape + (1, 1))[:3] if len(l.in_shape) >= 1 else (1, 1, 1)
-    co_, ho, wo = (l.out_shape + (1, 1))[:3]
+    """(C, P, fixed(px), per_co(px)) of a conv-like step tiled over C channels and P output pixels.
+
+    A tile holds ``co`` channels and ``px`` output pixels (whole rows, or part of one row when a
+    single row's im2col does not fit); its L1 bytes are ``fixed(px) + co * per_co(px)``.
+    """
+    ci, hi, wi = (tuple(l.in_shape) + (1, 1))[:3]
+    co_, ho, wo = (tuple(l.out_shape) + (1, 1))[:3]
     if l.primitive == "linear":
         ci, hi, wi, co_, ho, wo = l.in_shape[-1], 1, 1, l.out_shape[-1], 1, 1
         n = n * int(math.prod(l.in_shape[:-1]))
     g = l.geom
     kh, kw, s = g.get("kh", 1), g.get("kw", 1), g.get("stride", 1)
-    groups = g.get("groups", 1)
+    cg = ci // g.get("groups", 1)
     dw = l.primitive == "depthwise"
     col = l.primitive == "conv"
     kk = kh * kw
+    if step == "backward_input":   # produces dX (ci channels) from dY (co_ channels)
+        C, P = ci, n * hi * wi
+        red = co_ // g.get("groups", 1)
+        def src(px):
+            return _in_extent(max(1, px // (s * s)), wi, ho, wo, kh, kw, 1)
+        def fixed(px):
+            return (0 if dw else 2 * src(px) * co_ * b) + (px * kk * red * b if col else 0)
+        def per_co(px):
+            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else red) * b + px * b)
+        return C, P, fixed, per_co
+    C, P = co_, n * ho * wo
+    def src(px):
+        return _in_extent(px, wo, hi, wi, kh, kw, s)
+    def fixed(px):
+        return (0 if dw else 2 * src(px) * ci * b) + (px * kk * cg * b if col else 0)
     if step == "forward":
-        C, R = co_, n * ho
-        def fixed(h):
-            rows_in = min(hi, (h - 1) * s + kh) if h <= ho else h * hi // ho
-            inp = 0 if dw else rows_in * wi * ci * b
-            im2 = h * wo * kk * (ci // groups) * b if col else 0
-            return 2 * inp + im2
-        def per_co(h):
-            rows_in = min(hi, (h - 1) * s + kh) if h <= ho else h * hi // ho
-            inp = rows_in * wi * b if dw else 0
-            return 2 * (inp + kk * (1 if dw else ci // groups) * b + h * wo * b)
-        return C, R, fixed, per_co
-    if step == "backward_input":
-        C, R = ci, n * hi
-        def fixed(h):
-            rows_dy = min(ho, math.ceil(h / s) + kh - 1) if h <= hi else h * ho // hi
-            dy = 0 if dw else rows_dy * wo * co_ * b
-            im2 = h * wi * kk * (co_ // groups) * b if col else 0
-            return 2 * dy + im2
-        def per_co(h):
-            rows_dy = min(ho, math.ceil(h / s) + kh - 1) if h <= hi else h * ho // hi
-            dy = rows_dy * wo * b if dw else 0
-            return 2 * (dy + kk * (1 if dw else co_ // groups) * b + h * wi * b)
-        return C, R, fixed, per_co
-    # backward_weight: dW tile resident (co rows), stream h rows of dY and X
-    C, R = co_, n * ho
-    def fixed(h):
-        rows_in = min(hi, (h - 1) * s + kh) if h <= ho else h * hi // ho
-        x = 0 if dw else rows_in * wi * ci * b
-        im2 = h * wo * kk * (ci // groups) * b if col else 0
-        return 2 * x + im2
-    def per_co(h):
-        rows_in = min(hi, (h - 1) * s + kh) if h <= ho else h * hi // ho
-        x = rows_in * wi * b if dw else 0
-        return 2 * (x + h * wo * b) + kk * (1 if dw else ci // groups) * b
-    return C, R, fixed, per_co
+        def per_co(px):
+            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else cg) * b + px * b)
+    else:                          # backward_weight: dW tile resident, dY and X streamed
+        def per_co(px):
+            return 2 * ((src(px) * b if dw else 0) + px * b) + kk * (1 if dw else cg) * b
+    return C, P, fixed, per_co
 
 
-def _row_candidates(R: int) -> list[int]:
-    return sorted({math.ceil(R / k) for k in range(1, R + 1)} if R <= 512 else
-                  {math.ceil(R / k) for k in range(1, 513)} | {max(1, R // k) for k in range(1, 64)})
+def _px_candidates(P: int, w_row: int) -> list[int]:
+    """Tile sizes in output pixels: whole-row multiples and fractions of one row."""
+    rows = max(1, P // max(1, w_row))
+    cands = {math.ceil(rows / k) * w_row for k in range(1, min(rows, 512) + 1)}
+    cands |= {math.ceil(w_row / k) for k in range(1, w_row + 1)}
+    return sorted(c for c in cands if 1 <= c <= P) or [1]
 
 
 def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: int) -> TilePlan:
@@ -123,8 +125,10 @@ def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: in
         cyc = t + tiles * (max(c, t) + ov) + target.layer_overhead_cycles
         return TilePlan(tiles, 0, 0, min(l1, 2 * traffic), traffic, comp, cyc, True)
     C, R, fixed, per_co = _conv_terms(l, step, b, batch)
+    w_row = (tuple(l.in_shape if step == "backward_input" else l.out_shape) + (1, 1))[2] \
+        if l.primitive != "linear" else 1
     best = None
-    for h in _row_candidates(R):
+    for h in _px_candidates(R, w_row):
         room = l1 - fixed(h)
         co = min(C, int(room // per_co(h))) if room > 0 else 0
         if co < 1:

@@ -45,7 +45,8 @@ _RESHAPES = (nn.Flatten, nn.Identity)
 
 @dataclass
 class LayerWork:
-    """One leaf layer. MACs and bytes are per training step (``batch`` samples); bytes in bytes."""
+    """One leaf layer. MACs and bytes are per step: ``step_batch`` samples for an adaptive layer,
+    one sample for a frozen one (the INT8 front runs sample by sample, ``batch`` times)."""
 
     name: str
     type: str
@@ -71,6 +72,7 @@ class Workload:
     layers: list[LayerWork]
     precision: str
     batch: int
+    step_batch: int
     n_replays: int
     lr_bits: int
     steps: int
@@ -236,8 +238,15 @@ def _top(name: str) -> str:
 
 
 def build_workload(model: nn.Module, input_shape, latent_layer: str | None = None, precision: str = "fp32",
-                   batch: int = 1, n_replays: int = 0, lr_bits: int = 8) -> Workload:
-    """Trace ``model`` and count the work of one learning event (see module docstring)."""
+                   batch: int = 1, n_replays: int = 0, lr_bits: int = 8, step_batch: int | None = None) -> Workload:
+    """Trace ``model`` and count the work of one learning event (see module docstring).
+
+    ``step_batch`` (default ``batch``) is the number of samples per training step; the frozen
+    forward runs one sample at a time on each of the ``batch`` new samples.
+    """
+    step_batch = batch if step_batch is None else step_batch
+    if step_batch < 1:
+        raise TinyclError(f"step_batch must be >= 1, got {step_batch}")
     if precision not in ("fp32", "fp16", "bf16", "int8"):
         raise TinyclError(f"unknown precision {precision!r}; choose fp32, fp16, bf16 or int8")
     if batch < 1:
@@ -254,7 +263,7 @@ def build_workload(model: nn.Module, input_shape, latent_layer: str | None = Non
     if not nodes:
         raise TinyclError("model has no layers to profile")
     cut = top_names.index(latent_layer) if latent_layer is not None else -1
-    b_ad, n = BYTES_PER_ELEMENT[precision], batch
+    b_ad = BYTES_PER_ELEMENT[precision]
 
     # Residual add: its inputs are the two tensors summed; find them as the latest two outputs
     # that are not consumed by a later node before the add (body output and shortcut output).
@@ -269,6 +278,7 @@ def build_workload(model: nn.Module, input_shape, latent_layer: str | None = Non
         if nd.prim == "add":
             frozen = cut >= 0 and top_names.index(_top(nd.name)) <= cut
         b = 1 if frozen else b_ad
+        n = 1 if frozen else step_batch
         params = sum(p.numel() for p in nd.mod.parameters()) if nd.mod is not None else 0
         macs = _layer_macs(nd.prim, nd.mod, n, nd.ins, nd.outs)
         if frozen:
@@ -339,8 +349,9 @@ def build_workload(model: nn.Module, input_shape, latent_layer: str | None = Non
     for l in layers:
         if l.frozen:
             latent_elems = _prod(l.out_shape)
-    steps = math.ceil((batch + n_replays) / batch) if cut >= 0 or n_replays else 1
-    return Workload(layers=layers, precision=precision, batch=batch, n_replays=n_replays, lr_bits=lr_bits,
+    steps = math.ceil((batch + n_replays) / step_batch)
+    return Workload(layers=layers, precision=precision, batch=batch, step_batch=step_batch,
+                    n_replays=n_replays, lr_bits=lr_bits,
                     steps=steps, latent_layer=latent_layer, latent_elements=latent_elems,
                     input_elements=_prod(input_shape), tensors=tensors, first_use=first_use,
                     last_use=last_use)
