@@ -190,3 +190,48 @@ def test_add_hand_value():
     p = Q.add_params(0.1, 0.1, 0.2)
     out = K.add_int8(torch.tensor([3], dtype=torch.int8), 0, torch.tensor([7], dtype=torch.int8), 2, p, 1)
     assert out.item() == 5
+
+
+@pytest.mark.parametrize("cin, k", [(3, 3), (64, 3), (600, 3), (5000, 1)])
+def test_conv2d_each_exact_sum_path(cin, k):
+    # K = cin*k*k: 27 (float32), 576 (float32, split weights), 5400 and 5000 (float64)
+    g = torch.Generator().manual_seed(cin)
+    x = rand_codes(g, (1, cin, 4, 4))
+    w = rand_codes(g, (2, cin, k, k), -127, 127)
+    w[0].fill_(-127)
+    x[0, :, :2].fill_(-128)  # some windows with every product at the worst case
+    got = K.conv2d_acc(x, 127, w, padding=1)
+    assert torch.equal(got.to(torch.int64), ref_conv(x, 127, w, None, 1, 1, 1))
+
+
+def test_reduced_float32_precision_setting_keeps_exactness():
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # allows bf16/tf32 internally
+        assert not K._fp32_is_ieee()
+        g = torch.Generator().manual_seed(1)
+        x, w = rand_codes(g, (1, 8, 5, 5)), rand_codes(g, (4, 8, 3, 3), -127, 127)
+        assert torch.equal(K.conv2d_acc(x, -3, w).to(torch.int64), ref_conv(x, -3, w, None, 1, 0, 1))
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_linear_large_fan_in_exact():
+    g = torch.Generator().manual_seed(2)
+    x, w = rand_codes(g, (3, 3000)), rand_codes(g, (5, 3000), -127, 127)
+    want = (x.to(torch.int64) + 100) @ w.to(torch.int64).t()
+    assert torch.equal(K.linear_acc(x, -100, w).to(torch.int64), want)
+
+
+def test_fused_conv_and_linear_requant_equal_two_steps():
+    g = torch.Generator().manual_seed(4)
+    x, w = rand_codes(g, (2, 4, 6, 6)), rand_codes(g, (3, 4, 3, 3), -127, 127)
+    b = torch.randint(-5000, 5000, (3,), generator=g, dtype=torch.int32)
+    m, s = Q.quantize_multipliers(torch.tensor([0.001, 0.004, 0.02], dtype=torch.float64))
+    fused = K.conv2d_int8(x, 5, w, b, m, s, -7, -7, 127, stride=2, padding=1)
+    two = Q.requantize(K.conv2d_acc(x, 5, w, b, 2, 1), m.reshape(1, -1, 1, 1), s.reshape(1, -1, 1, 1), -7, -7, 127)
+    assert torch.equal(fused, two) and fused.dtype == torch.int8
+    xl, wl = rand_codes(g, (5, 10)), rand_codes(g, (3, 10), -127, 127)
+    fused = K.linear_int8(xl, 2, wl, b, m, s, 1)
+    two = Q.requantize(K.linear_acc(xl, 2, wl, b), m.reshape(1, -1), s.reshape(1, -1), 1)
+    assert torch.equal(fused, two)

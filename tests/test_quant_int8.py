@@ -223,3 +223,25 @@ def test_per_channel_requantize_broadcasts():
     acc = torch.tensor([[[[8]], [[8]]]], dtype=torch.int32)  # [1, 2, 1, 1]
     out = Q.requantize(acc, m.reshape(1, -1, 1, 1), s.reshape(1, -1, 1, 1), 0)
     assert out.flatten().tolist() == [4, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(reals=st.lists(st.floats(2.0 ** -20, 3.0), min_size=1, max_size=4), zp=st.integers(-128, 127),
+       seed=st.integers(0, 2 ** 16))
+def test_requantize_fused_path_equals_literal_composition(reals, zp, seed):
+    reals = reals + [0.5, 0.25]  # shift 0 and shift -1 channels (ties are common there)
+    m, s = Q.quantize_multipliers(torch.tensor(reals, dtype=torch.float64))
+    g = torch.Generator().manual_seed(seed)
+    # accumulators whose results land mostly inside [-140, 140] so the clamp hides nothing
+    target = torch.rand(50, len(reals), generator=g, dtype=torch.float64) * 280 - 140
+    acc = (target / torch.tensor(reals, dtype=torch.float64)).round().clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int64)
+    acc[0] = Q.INT32_MIN
+    acc[1] = Q.INT32_MAX
+    got = Q.requantize(acc.to(torch.int32), m, s, zp).tolist()
+    for i in range(acc.shape[0]):
+        for c in range(len(reals)):
+            mi, si, a = int(m[c]), int(s[c]), int(acc[i, c])
+            if si > 0:
+                a = max(Q.INT32_MIN, min(Q.INT32_MAX, a << si))
+            want = ref_rdbp(ref_srdhm(a, mi), max(-si, 0)) + zp
+            assert got[i][c] == max(-128, min(127, want)), (a, mi, si)

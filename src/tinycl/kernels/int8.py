@@ -6,9 +6,11 @@ integer MCU kernel returns:
 
 - :func:`conv2d_acc` / :func:`linear_acc`: the INT32 accumulator
   ``sum (x - x_zp) * w + bias`` (padding is real 0, i.e. code ``x_zp``), as int32.
-  Fast path: the sums are computed in float64, which is exact because every partial
-  sum is an integer below 2^53 (checked from the worst case ``K * 255 * 127``);
-  the result is checked to fit int32 (OverflowError otherwise).
+  Fast path: the sums are computed in float32 (or float64), which is exact because
+  every partial sum is an integer below 2^24 (2^53), checked from the worst case
+  ``K * 255 * max|w|`` (see ``_exact_sum``); the result is checked to fit int32
+  (OverflowError otherwise). :func:`conv2d_int8` / :func:`linear_int8` fuse the
+  per-channel requantization.
 - Pools keep the input's scale and zero point. Max pool works on codes (monotonic).
   Average pools compute ``round(sum(q - zp) / count) + zp`` with ties away from zero
   (as TFLite's integer AveragePool), padding counted as real 0 when included.
@@ -24,26 +26,72 @@ import torch
 import torch.nn.functional as F
 
 from tinycl.numerics.quant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                                   round_div_half_away)
+                                   requantize, requantize_, round_div_half_away)
 
 _EXACT_F64 = 2 ** 53
+_EXACT_F32 = 2 ** 24
 _MAX_ABS_X = 255  # |q - zp| for INT8 codes and an INT8 zero point
-_MAX_ABS_W = 128
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _check_exact(k: int, bias: torch.Tensor | None) -> None:
-    bound = k * _MAX_ABS_X * _MAX_ABS_W + (int(bias.abs().max()) if bias is not None and bias.numel() else 0)
-    assert bound < _EXACT_F64, f"float64 fast path not exact: worst-case |acc| {bound} >= 2^53"
+def _fp32_is_ieee() -> bool:
+    """False when torch may compute float32 conv/matmul in reduced precision (TF32/BF16)."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    conv = getattr(getattr(torch.backends, "mkldnn", None), "conv", None)
+    return getattr(conv, "fp32_precision", "none") in ("none", "ieee")
 
 
-def _to_int32(acc: torch.Tensor) -> torch.Tensor:
-    if acc.numel() and (acc.min().item() < INT32_MIN or acc.max().item() > INT32_MAX):
+def _exact_sum(op, xs: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
+    """``op(xs, w)`` (a sum of ``k`` products per output) computed exactly, as int64.
+
+    ``xs`` holds integers in [-255, 255], ``w`` INT8 codes. Every partial sum is an
+    integer, so a float sum is exact while it stays below the format's 2^p:
+    1. float32 when ``k * 255 * max|w| < 2^24``;
+    2. else float32 twice on ``w = 16 * hi + lo`` (``lo`` in [0, 15], ``hi`` in [-8, 8])
+       when ``k * 255 * 15 < 2^24`` (``k < 4387``), recombined exactly in float64;
+    3. else float64, asserting ``k * 255 * 128 < 2^53``.
+    The float32 paths rely on the backend summing exact products (direct or GEMM
+    convolution, as oneDNN and BLAS do); tests check bit-exactness against integers.
+    """
+    wmax = int(w.abs().max()) if w.numel() else 0
+    if _fp32_is_ieee() and k * _MAX_ABS_X * wmax < _EXACT_F32:
+        return op(xs.to(torch.float32), w.to(torch.float32)).to(torch.int64)
+    if _fp32_is_ieee() and k * _MAX_ABS_X * 15 < _EXACT_F32:
+        w64 = w.to(torch.int64)
+        lo = torch.remainder(w64, 16)
+        hi = torch.div(w64 - lo, 16, rounding_mode="floor")
+        x32 = xs.to(torch.float32)
+        acc = op(x32, hi.to(torch.float32)).to(torch.float64).mul_(16)
+        acc += op(x32, lo.to(torch.float32))
+        return acc.to(torch.int64)
+    assert k * _MAX_ABS_X * 128 < _EXACT_F64, f"float64 fast path not exact for a {k}-term sum"
+    return op(xs.to(torch.float64), w.to(torch.float64)).to(torch.int64)
+
+
+def _finish(acc: torch.Tensor, bias: torch.Tensor | None, view: tuple[int, ...]) -> torch.Tensor:
+    """Add the INT32 bias (int64 math) and check the accumulator fits int32."""
+    if bias is not None:
+        acc += bias.to(torch.int64).reshape(view)
+    if acc.numel() and (int(acc.min()) < INT32_MIN or int(acc.max()) > INT32_MAX):
         raise OverflowError("INT32 accumulator overflow")
-    return acc.to(torch.int32)
+    return acc
+
+
+def conv2d_acc64(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 groups: int = 1) -> torch.Tensor:
+    """:func:`conv2d_acc` returned as int64 (values checked to fit int32)."""
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    xs = x.to(torch.float32).sub_(x_zp)  # exact integers in [-255, 255]
+
+    def op(a, b):
+        return F.conv2d(a, b, None, stride=_pair(stride), padding=_pair(padding), groups=groups)
+
+    return _finish(_exact_sum(op, xs, w, k), bias, (1, -1, 1, 1))
 
 
 def conv2d_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
@@ -52,22 +100,34 @@ def conv2d_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor |
     """INT32 accumulator of a Conv2d on INT8 codes.
 
     x: ``[N, Cin, H, W]`` codes, x_zp: its zero point, w: ``[Cout, Cin/groups, kh, kw]``
-    codes (zero point 0), bias: ``[Cout]`` int32 or None. Returns ``[N, Cout, Ho, Wo]`` int32.
+    codes (zero point 0), bias: ``[Cout]`` int32 or None. Returns ``[N, Cout, Ho, Wo]``
+    int32; OverflowError if a sum leaves int32.
     """
-    _check_exact(w.shape[1] * w.shape[2] * w.shape[3], bias)
-    xf = x.to(torch.float64) - float(x_zp)
-    acc = F.conv2d(xf, w.to(torch.float64), None if bias is None else bias.to(torch.float64),
-                   stride=_pair(stride), padding=_pair(padding), groups=groups)
-    return _to_int32(acc)
+    return conv2d_acc64(x, x_zp, w, bias, stride, padding, groups).to(torch.int32)
 
 
 def linear_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """INT32 accumulator of a Linear layer: x ``[N, Fin]`` codes, w ``[Fout, Fin]`` codes."""
-    _check_exact(w.shape[1], bias)
-    acc = (x.to(torch.float64) - float(x_zp)) @ w.to(torch.float64).t()
-    if bias is not None:
-        acc = acc + bias.to(torch.float64)
-    return _to_int32(acc)
+    xs = x.to(torch.float32).sub_(x_zp)
+    acc = _exact_sum(lambda a, b: a @ b.t(), xs, w, w.shape[1])
+    return _finish(acc, bias, (1, -1)).to(torch.int32)
+
+
+def conv2d_int8(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
+                multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
+                qmax: int = INT8_MAX, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                groups: int = 1) -> torch.Tensor:
+    """Conv2d + per-channel requantization to INT8 codes (``multiplier``/``shift`` of shape ``[Cout]``)."""
+    acc = conv2d_acc64(x, x_zp, w, bias, stride, padding, groups)
+    return requantize_(acc, multiplier.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), out_zp, qmin, qmax)
+
+
+def linear_int8(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
+                multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
+                qmax: int = INT8_MAX) -> torch.Tensor:
+    """Linear + per-channel requantization to INT8 codes."""
+    acc = linear_acc(x, x_zp, w, bias)
+    return requantize(acc, multiplier.reshape(1, -1), shift.reshape(1, -1), out_zp, qmin, qmax)
 
 
 def relu_int(q: torch.Tensor, zp: int) -> torch.Tensor:

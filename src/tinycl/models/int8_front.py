@@ -102,16 +102,11 @@ class _Weighted:
         s_out, self.out_zp = self.track.qparams()
         self.mult, self.shift = Q.quantize_multipliers(s_in * s_w / s_out)
         self.qmin, self.qmax = _act_bounds(self.act, s_out, self.out_zp)
-        view = (1, -1, 1, 1) if self.kind == "conv" else (1, -1)
-        self.mult_v, self.shift_v = self.mult.reshape(view), self.shift.reshape(view)
         return s_out, self.out_zp
 
     def ifwd(self, q):
-        if self.kind == "conv":
-            acc = K.conv2d_acc(q, self.in_zp, self.wq, self.bq, **self.conv)
-        else:
-            acc = K.linear_acc(q, self.in_zp, self.wq, self.bq)
-        return Q.requantize(acc, self.mult_v, self.shift_v, self.out_zp, self.qmin, self.qmax)
+        args = (q, self.in_zp, self.wq, self.bq, self.mult, self.shift, self.out_zp, self.qmin, self.qmax)
+        return K.conv2d_int8(*args, **self.conv) if self.kind == "conv" else K.linear_int8(*args)
 
     def nbytes(self):
         # int8 weights, int32 bias, per channel int32 multiplier + int8 shift, int8 output zero point
