@@ -59,24 +59,29 @@ def shared_exponent(x: torch.Tensor) -> int | None:
     return e if float(m) <= QMAX / 128 else e + 1
 
 
-def _scaled(x: torch.Tensor):
-    """``(x / 2**e, 2**e)`` (exact: a power-of-two scale), or None when x is zero or non-finite."""
-    if x.numel() == 0 or not torch.isfinite(x).all():
-        return None
-    e = shared_exponent(x)
-    if e is None:
-        return None
-    scale = 2.0 ** e
-    return x * (1.0 / scale), scale
+def _scale(x: torch.Tensor) -> torch.Tensor:
+    """``2**e`` as a 0-d tensor of x's dtype (branch-free, no host sync); 1 for an all-zero x.
+
+    Same rule as :func:`shared_exponent`; a NaN/inf anywhere makes it non-finite.
+    """
+    amax = x.detach().abs().amax() if x.numel() else x.new_zeros(())
+    m, ex = torch.frexp(amax.to(torch.float64))
+    e = ex - 7 + (m > QMAX / 128).to(ex.dtype)
+    e = torch.where(amax == 0, torch.zeros_like(e), e)
+    return torch.where(torch.isfinite(amax), torch.ldexp(amax.new_ones((), dtype=torch.float64), e),
+                       amax.to(torch.float64)).to(x.dtype)
+
+
+def _finish(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``clamp(q) * scale``, or x itself where the tensor holds a NaN/inf (not representable)."""
+    out = q.clamp_(-QMAX, QMAX) * scale
+    return torch.where(torch.isfinite(scale), out, x)
 
 
 def round_int8bfp(x: torch.Tensor) -> torch.Tensor:
     """Round ``x`` to ``int8bfp`` (nearest, ties to even), keeping ``x.dtype``."""
-    s = _scaled(x)
-    if s is None:
-        return x.clone() if torch.isfinite(x).all() else x
-    v, scale = s
-    return torch.round(v).clamp_(-QMAX, QMAX) * scale
+    scale = _scale(x)
+    return _finish(x, torch.round(x / scale), scale)
 
 
 def stochastic_int8bfp(x: torch.Tensor, generator: torch.Generator | None = None,
@@ -85,13 +90,10 @@ def stochastic_int8bfp(x: torch.Tensor, generator: torch.Generator | None = None
 
     ``u`` may be given (same shape as x) to make the draw reproducible in tests.
     """
-    s = _scaled(x)
-    if s is None:
-        return x.clone() if torch.isfinite(x).all() else x
-    v, scale = s
+    scale = _scale(x)
     if u is None:
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return torch.floor(v + u).clamp_(-QMAX, QMAX) * scale
+    return _finish(x, torch.floor(x / scale + u), scale)
 
 
 def to_int8(x: torch.Tensor) -> tuple[torch.Tensor, int]:
