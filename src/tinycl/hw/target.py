@@ -69,7 +69,7 @@ class Target:
     def macs_per_cycle(self, precision: str, primitive: str, step: str) -> float:
         """MAC/cycle of the matmul (or depthwise) kernel of one primitive step."""
         row = self.efficiency.get((precision, primitive))
-        if row is None and primitive in ("pointwise", "linear"):
+        if row is None:   # a primitive without its own row runs at the conv row's rate
             row = self.efficiency.get((precision, "conv"))
         if row is None:
             raise TinyclError(f"target {self.name!r} has no efficiency row for "
