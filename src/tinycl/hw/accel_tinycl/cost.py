@@ -128,13 +128,15 @@ def update_counts(arch: Arch, params: int, layer: str = "update") -> PassCount:
     return pc
 
 
-def rehearsal_counts(arch: Arch, sample_words: int, inserted: bool, drawn: bool, layer: str = "control") -> PassCount:
-    """Control-unit traffic of one step: a drawn replay is read from the rehearsal memory,
-    an inserted sample written to it (eviction overwrites a slot: no extra access)."""
-    pc = PassCount(layer, "rehearsal")
-    if drawn:
+def control_counts(arch: Arch, sample_words: int, new: bool, inserted: bool, layer: str = "control") -> PassCount:
+    """Control-unit traffic of one training step's sample: a new sample is written into the
+    activation memory from the sensor stream; a replay is read from the rehearsal memory into
+    it. An inserted sample is also written to the rehearsal memory (eviction overwrites a
+    slot: no extra access)."""
+    pc = PassCount(layer, "control")
+    pc.write("activations", sample_words)
+    if not new:
         pc.read("rehearsal", sample_words)
-        pc.write("activations", sample_words)
     if inserted:
         pc.write("rehearsal", sample_words)
     return pc

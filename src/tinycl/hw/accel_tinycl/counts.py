@@ -3,7 +3,7 @@
 A pass is one operation the PU is reconfigured for: ``conv_fwd``, ``conv_dx`` (input
 gradient, a transposed conv), ``conv_dw`` (weight gradient), ``dense_fwd``, ``dense_dx``,
 ``dense_dw``, ``relu_fwd``, ``relu_bwd``, ``loss``, ``update`` (SGD), or the control
-unit's ``rehearsal`` traffic. Counts are in words (``Arch.word_bytes`` each; rehearsal
+unit's ``control`` traffic (samples in and out of the rehearsal memory). Counts are in words (``Arch.word_bytes`` each; rehearsal
 words are stored pixels).
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .arch import MEMORIES, Arch
 
 OPS = ("conv_fwd", "conv_dx", "conv_dw", "dense_fwd", "dense_dx", "dense_dw", "relu_fwd", "relu_bwd",
-       "loss", "update", "rehearsal")
+       "loss", "update", "control")
 
 
 @dataclass
