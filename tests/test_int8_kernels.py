@@ -235,3 +235,29 @@ def test_fused_conv_and_linear_requant_equal_two_steps():
     fused = K.linear_int8(xl, 2, wl, b, m, s, 1)
     two = Q.requantize(K.linear_acc(xl, 2, wl, b), m.reshape(1, -1), s.reshape(1, -1), 1)
     assert torch.equal(fused, two)
+
+
+def lit_mbqm(x: int, m: int, shift: int) -> int:
+    """TFLite MultiplyByQuantizedMultiplier with python ints, C truncating division."""
+    x = max(Q.INT32_MIN, min(Q.INT32_MAX, x << max(shift, 0)))
+    ab = x * m
+    t = ab + (1 << 30) if ab >= 0 else ab + 1 - (1 << 30)
+    hi = abs(t) // (1 << 31) * (1 if t >= 0 else -1)
+    e = max(-shift, 0)
+    mask = (1 << e) - 1
+    return (hi >> e) + (1 if (hi & mask) > (mask >> 1) + (1 if hi < 0 else 0) else 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sa=st.floats(1e-3, 1.0), sb=st.floats(1e-3, 1.0), so=st.floats(2e-3, 2.0), za=st.integers(-128, 127),
+       zb=st.integers(-128, 127), zo=st.integers(-128, 127), seed=st.integers(0, 2 ** 16))
+def test_add_bit_exact_vs_literal_tflite_add(sa, sb, so, za, zb, zo, seed):
+    g = torch.Generator().manual_seed(seed)
+    a, b = rand_codes(g, (100,)), rand_codes(g, (100,))
+    p = Q.add_params(sa, sb, so)
+    got = K.add_int8(a, za, b, zb, p, zo, qmin=-100, qmax=120).tolist()
+    for i in range(100):
+        a2 = lit_mbqm((int(a[i]) - za) << p["left_shift"], p["a_mult"], p["a_shift"])
+        b2 = lit_mbqm((int(b[i]) - zb) << p["left_shift"], p["b_mult"], p["b_shift"])
+        want = max(-100, min(120, lit_mbqm(a2 + b2, p["out_mult"], p["out_shift"]) + zo))
+        assert got[i] == want

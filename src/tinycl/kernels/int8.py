@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tinycl.numerics.quant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+from tinycl.numerics.quant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier_,
                                    requantize, requantize_, round_div_half_away)
 
 _EXACT_F64 = 2 ** 53
@@ -72,11 +72,14 @@ def _exact_sum(op, xs: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
     return op(xs.to(torch.float64), w.to(torch.float64)).to(torch.int64)
 
 
-def _finish(acc: torch.Tensor, bias: torch.Tensor | None, view: tuple[int, ...]) -> torch.Tensor:
-    """Add the INT32 bias (int64 math) and check the accumulator fits int32."""
+def _finish(acc: torch.Tensor, bias: torch.Tensor | None, view: tuple[int, ...], k: int, w: torch.Tensor) -> torch.Tensor:
+    """Add the INT32 bias (int64 math); check the accumulator fits int32 unless the
+    worst case ``k * 255 * max|w| + max|bias|`` already does."""
+    bound = k * _MAX_ABS_X * (int(w.abs().max()) if w.numel() else 0)
     if bias is not None:
         acc += bias.to(torch.int64).reshape(view)
-    if acc.numel() and (int(acc.min()) < INT32_MIN or int(acc.max()) > INT32_MAX):
+        bound += int(bias.to(torch.int64).abs().max()) if bias.numel() else 0
+    if bound > INT32_MAX and acc.numel() and (int(acc.min()) < INT32_MIN or int(acc.max()) > INT32_MAX):
         raise OverflowError("INT32 accumulator overflow")
     return acc
 
@@ -91,7 +94,7 @@ def conv2d_acc64(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor
     def op(a, b):
         return F.conv2d(a, b, None, stride=_pair(stride), padding=_pair(padding), groups=groups)
 
-    return _finish(_exact_sum(op, xs, w, k), bias, (1, -1, 1, 1))
+    return _finish(_exact_sum(op, xs, w, k), bias, (1, -1, 1, 1), k, w)
 
 
 def conv2d_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
@@ -110,7 +113,7 @@ def linear_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor |
     """INT32 accumulator of a Linear layer: x ``[N, Fin]`` codes, w ``[Fout, Fin]`` codes."""
     xs = x.to(torch.float32).sub_(x_zp)
     acc = _exact_sum(lambda a, b: a @ b.t(), xs, w, w.shape[1])
-    return _finish(acc, bias, (1, -1)).to(torch.int32)
+    return _finish(acc, bias, (1, -1), w.shape[1], w).to(torch.int32)
 
 
 def conv2d_int8(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
@@ -188,7 +191,8 @@ def add_int8(a: torch.Tensor, a_zp: int, b: torch.Tensor, b_zp: int, params: dic
     ``out = clamp(MBQM(a' + b', Mo, so) + out_zp, qmin, qmax)``.
     """
     ls = params["left_shift"]
-    a2 = multiply_by_quantized_multiplier((a.to(torch.int64) - a_zp) << ls, params["a_mult"], params["a_shift"])
-    b2 = multiply_by_quantized_multiplier((b.to(torch.int64) - b_zp) << ls, params["b_mult"], params["b_shift"])
-    out = multiply_by_quantized_multiplier(a2 + b2, params["out_mult"], params["out_shift"]) + out_zp
-    return out.clamp(qmin, qmax).to(torch.int8)
+    a2 = a.to(torch.int64).sub_(a_zp).bitwise_left_shift_(ls)
+    a2 = multiply_by_quantized_multiplier_(a2, params["a_mult"], params["a_shift"])
+    b2 = b.to(torch.int64).sub_(b_zp).bitwise_left_shift_(ls)
+    a2 += multiply_by_quantized_multiplier_(b2, params["b_mult"], params["b_shift"])
+    return requantize_(a2, params["out_mult"], params["out_shift"], out_zp, qmin, qmax)

@@ -221,29 +221,36 @@ def requantize(acc: torch.Tensor, multiplier: int | torch.Tensor, shift: int | t
     return requantize_(acc.to(torch.int64, copy=True), multiplier, shift, zero_point, qmin, qmax)
 
 
-def requantize_(acc: torch.Tensor, multiplier: int | torch.Tensor, shift: int | torch.Tensor,
-                zero_point: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> torch.Tensor:
-    """:func:`requantize` on an int64 tensor of int32 values that it may overwrite (no range check).
+def multiply_by_quantized_multiplier_(x: torch.Tensor, multiplier: int | torch.Tensor,
+                                      shift: int | torch.Tensor) -> torch.Tensor:
+    """:func:`multiply_by_quantized_multiplier` on an int64 tensor it may overwrite.
 
-    Same result as MBQM in fewer passes: with ``e = max(-shift, 0) > 0`` and
-    ``half = 2^(e-1)``, ``RDBP(floor((ab + 2^30) / 2^31), e)`` equals
-    ``(ab + 2^30 + half * 2^31 - [ab < -2^30] * 2^31) >> (31 + e)`` (nested floors of
-    divisions by powers of two compose; ``ab < -2^30`` is exactly "high half < 0").
+    Same result in fewer passes when no shift is positive: with ``e = -shift`` and
+    ``half = 2^e >> 1``, ``RDBP(floor((ab + 2^30) / 2^31), e)`` equals
+    ``(ab + 2^30 + half * 2^31 - [e > 0 and ab < -2^30] * 2^31) >> (31 + e)``
+    (nested floors of divisions by powers of two compose; ``ab < -2^30`` is exactly
+    "high half < 0", where RDBP's ties go away from zero).
     """
     s = torch.as_tensor(shift, dtype=torch.int64)
     m = torch.as_tensor(multiplier, dtype=torch.int64)
     if bool((s > 0).any()) or bool((m == INT32_MIN).any()):
-        out = multiply_by_quantized_multiplier(acc, m, s)
-    else:
-        e = -s
-        half31 = ((torch.ones_like(e) << e) >> 1) << 31  # 2^(e-1) * 2^31, 0 where e == 0
-        acc *= m
-        acc += half31 + (1 << 30)
-        # where e > 0 and the high half is negative (ab < -2^30, i.e. acc < half31 now) take 2^31 off
-        neg = acc < torch.where(e > 0, half31, torch.full_like(e, INT32_MIN) << 32)
-        acc -= neg.to(torch.int64) << 31
-        acc >>= e + 31
-        out = acc
+        return multiply_by_quantized_multiplier(x, m, s)
+    e = -s
+    half31 = ((torch.ones_like(e) << e) >> 1) << 31  # 2^(e-1) * 2^31, 0 where e == 0
+    x *= m
+    x += half31 + (1 << 30)
+    if bool((e > 0).any()):
+        # ab < -2^30 is x < half31 now; never true where e == 0 (threshold -2^63)
+        thr = torch.where(e > 0, half31, torch.full_like(e, -(2 ** 63)))
+        x.add_((x < thr).to(torch.int64), alpha=-(1 << 31))
+    x >>= e + 31
+    return x
+
+
+def requantize_(acc: torch.Tensor, multiplier: int | torch.Tensor, shift: int | torch.Tensor,
+                zero_point: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> torch.Tensor:
+    """:func:`requantize` on an int64 tensor of int32 values that it may overwrite (no range check)."""
+    out = multiply_by_quantized_multiplier_(acc, multiplier, shift)
     out += zero_point
     return out.clamp_(qmin, qmax).to(torch.int8)
 
