@@ -1,0 +1,125 @@
+"""Experiment configuration of ``tinycl run``: keys, defaults, validation, YAML and ``--set``.
+
+Every key is checked; a bad value raises one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from ..errors import TinyclError
+
+STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay")
+REPLACEMENTS = ("ar1", "reservoir", "class_balanced")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+LR_BITS = tuple(range(1, 9)) + ("fp16", "fp32")
+
+DEFAULTS: dict = {
+    "data": "shipped",            # shipped | cifar10:PATH | imagefolder:PATH | core50:PATH
+    "model": "resnet8",
+    "backbone": "shipped",        # shipped | none (factory phase) | path to a tinycl pretrain file
+    "latent_layer": "block2_1",   # top-level split point; front = up to and including it
+    "front_int8": True,           # run the frozen front in INT8 (post-training quantized)
+    "lr_bits": 8,                 # bits of stored latents: 1..8, fp16 or fp32
+    "lr_granularity": "channel",  # tensor | channel
+    "lr_clipping": "mse",         # minmax | mse
+    "n_replays": 1500,            # latent replay capacity (samples); raw replay gets equal bytes
+    "replacement": "ar1",
+    "strategy": "latent_replay",
+    "cwr": False,                 # CWR* consolidated output layer (AR1)
+    "precision": "fp32",
+    "epochs": 4,
+    "batch_size": 32,             # new samples per step
+    "replay_batch": 32,           # replayed samples per step
+    "learning_rate": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
+    "initial_classes": 4,
+    "classes_per_experience": 2,
+    "class_order": None,          # list of labels, or None for a seeded permutation
+    "pretrain_epochs": 8,         # factory phase, when there is no backbone for this data
+    "seed": 0,
+    "target": "vega",
+}
+
+_INT_POS = ("n_replays", "epochs", "batch_size", "initial_classes", "classes_per_experience", "pretrain_epochs")
+_INT_NONNEG = ("replay_batch", "seed")
+_FLOAT_POS = ("learning_rate",)
+_FLOAT_NONNEG = ("momentum", "weight_decay")
+_BOOL = ("front_int8", "cwr")
+_CHOICES = {"strategy": STRATEGIES, "replacement": REPLACEMENTS, "precision": PRECISIONS,
+            "lr_granularity": ("tensor", "channel"), "lr_clipping": ("minmax", "mse")}
+
+
+def validate(cfg: dict) -> dict:
+    """Return a complete, checked copy of ``cfg`` (defaults filled in)."""
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise TinyclError(f"config: unknown key '{unknown[0]}'; allowed keys: {', '.join(DEFAULTS)}")
+    out = copy.deepcopy(DEFAULTS)
+    out.update(copy.deepcopy(cfg))
+    for k in _INT_POS + _INT_NONNEG:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k in _INT_POS else 0):
+            raise TinyclError(f"config: '{k}' must be an integer >= {1 if k in _INT_POS else 0}, got {v!r}")
+    for k in _FLOAT_POS + _FLOAT_NONNEG:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k in _FLOAT_POS and v == 0):
+            raise TinyclError(f"config: '{k}' must be a number {'> 0' if k in _FLOAT_POS else '>= 0'}, got {v!r}")
+        out[k] = float(v)
+    for k in _BOOL:
+        if not isinstance(out[k], bool):
+            raise TinyclError(f"config: '{k}' must be true or false, got {out[k]!r}")
+    for k, allowed in _CHOICES.items():
+        if out[k] not in allowed:
+            raise TinyclError(f"config: '{k}' must be one of {', '.join(allowed)}; got {out[k]!r}")
+    if out["lr_bits"] not in LR_BITS or isinstance(out["lr_bits"], bool):
+        raise TinyclError(f"config: 'lr_bits' must be 1..8, fp16 or fp32; got {out['lr_bits']!r}")
+    for k in ("data", "model", "backbone", "latent_layer", "target"):
+        if not isinstance(out[k], str) or not out[k]:
+            raise TinyclError(f"config: '{k}' must be a non-empty string, got {out[k]!r}")
+    order = out["class_order"]
+    if order is not None and (not isinstance(order, list) or not all(isinstance(c, int) for c in order)):
+        raise TinyclError(f"config: 'class_order' must be a list of integer labels or null, got {order!r}")
+    return out
+
+
+def parse_value(text: str):
+    """A ``--set`` value: YAML scalar/list syntax (``8``, ``0.1``, ``true``, ``[0,1]``, ``fp16``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_sets(cfg: dict, sets: list[str]) -> dict:
+    """Apply ``key=value`` overrides (``--set``) to ``cfg``."""
+    cfg = dict(cfg)
+    for item in sets or []:
+        if "=" not in item:
+            raise TinyclError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k not in DEFAULTS:
+            raise TinyclError(f"--set: unknown key '{k}'; allowed keys: {', '.join(DEFAULTS)}")
+        cfg[k] = parse_value(v)
+    return cfg
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a YAML config file (a mapping of keys to values)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TinyclError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise TinyclError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TinyclError(f"config file {p} must hold a mapping of keys to values")
+    return data

@@ -1,0 +1,208 @@
+"""``tinycl run``: a class-incremental experiment with (quantized) latent replay, resumable.
+
+After every experience the whole learner state is written atomically to
+``OUT/state.ckpt``; ``resume=True`` continues from it and finishes with the same
+results as an uninterrupted run (same config, same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import TinyclError
+from ..models.macs import count_macs
+from ..numerics.latent_quant import LatentQuantizer
+from ..numerics.precision import get_precision
+from . import checkpoint
+from .config import validate
+from .footprint import footprint, replay_budget_bytes
+from .learner import Learner
+from .memory import ReplayMemory
+from .metrics import AccuracyMatrix, bwt, forgetting
+from .setup import build
+
+STATE = "state.ckpt"
+SCHEMA = "tinycl.results/1"
+
+
+def _memory(cfg, setup, first_latents) -> ReplayMemory | None:
+    """The replay memory of the strategy: latents at lr_bits, or raw uint8 inputs at equal bytes.
+
+    The latent quantizer is calibrated on the first experience's latents (at deployment).
+    """
+    if cfg["strategy"] not in ("latent_replay", "raw_replay"):
+        return None
+    q = LatentQuantizer(cfg["lr_bits"], cfg["lr_granularity"], cfg["lr_clipping"], seed=cfg["seed"])
+    q.fit(first_latents[:2048])
+    if cfg["strategy"] == "latent_replay":
+        return ReplayMemory(cfg["n_replays"], q, cfg["replacement"], seed=cfg["seed"])
+    budget = replay_budget_bytes(cfg["n_replays"], setup.latent_shape, q)
+    raw_q = LatentQuantizer(8, "tensor", "minmax", seed=cfg["seed"])  # 0..255 -> codes 0..255: lossless
+    raw_q.fit(torch.tensor([0.0, 255.0]).view(2, 1, 1, 1).expand(2, *setup.dataset.image_shape))
+    per_sample = replay_budget_bytes(1, setup.dataset.image_shape, raw_q) - raw_q.metadata_nbytes()
+    capacity = max(1, (budget - raw_q.metadata_nbytes()) // per_sample)
+    return ReplayMemory(int(capacity), raw_q, cfg["replacement"], seed=cfg["seed"])
+
+
+def _accuracy(learner, lat, y) -> tuple[int, int]:
+    if len(y) == 0:
+        return 0, 0
+    return int((learner.predict(lat) == y).sum()), len(y)
+
+
+def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,
+        stop_after: int | None = None, annotate=None) -> dict:
+    """Run (or resume) an experiment; writes ``out_dir/results.json`` and returns the results.
+
+    ``annotate(setup, cfg) -> dict`` (optional) adds the modelled cost of one learning
+    event on the configured target (the CLI passes the ``tinycl.hw`` cost model).
+    ``stop_after`` ends the run after that many experiences (tests of resume).
+    """
+    out = Path(out_dir)
+    state = None
+    if resume:
+        state = checkpoint.load(out / STATE)
+        cfg = state["config"]
+    else:
+        cfg = validate(cfg)
+        get_precision(cfg["precision"])
+        if (out / STATE).exists():
+            raise TinyclError(f"{out} already holds a run; use --resume {out} or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    setup = build(cfg, out, progress)
+    t_setup = time.perf_counter() - t0
+    ds, stream = setup.dataset, setup.stream
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    learner = Learner(setup.back, setup.latent_shape, cfg["precision"], cfg["learning_rate"], cfg["momentum"],
+                      cfg["weight_decay"], gen)
+    memory = _memory(cfg, setup, setup.train_latents[stream[0].train_idx])
+    T = len(stream)
+    acc = AccuracyMatrix(T)
+    log: list[dict] = []
+    start = 0
+    if state is not None:
+        learner.load_state_dict(state["learner"])
+        if memory is not None:
+            memory.load_state_dict(state["memory"])
+        gen.set_state(state["generator"])
+        acc.correct, acc.total = state["acc_correct"], state["acc_total"]
+        log, start = state["log"], state["next"]
+
+    back_macs = count_macs(setup.back, setup.latent_shape)
+    front_macs = count_macs(setup.model, ds.image_shape)["forward"] - back_macs["forward"]
+    test_y = ds.test.y
+    bar = tqdm(total=T, initial=start, desc="experiences", unit="exp", disable=not progress)
+    for i in range(start, T):
+        t_exp = time.perf_counter()
+        e = stream[i]
+        if cfg["strategy"] == "joint":
+            idx = torch.cat([s.train_idx for s in stream[:i + 1]])
+        else:
+            idx = e.train_idx
+        x_new, y_new = setup.train_latents[idx], ds.train.y[idx]
+        replay_fn = None
+        if memory is not None and len(memory):
+            if cfg["strategy"] == "latent_replay":
+                replay_fn = lambda n: memory.sample(n, gen)  # noqa: E731
+            else:
+                def replay_fn(n):
+                    raw, ry = memory.sample(n, gen)
+                    from .backbone import to_input
+                    return setup.front(to_input(raw.round().clamp(0, 255).to(torch.uint8), setup.mean,
+                                                setup.std)), ry
+        before = learner.samples_trained
+        learner.train_experience(x_new, y_new, cfg["epochs"], cfg["batch_size"], replay_fn,
+                                 cfg["replay_batch"], progress, desc=f"exp {i}")
+        if memory is not None:
+            if cfg["strategy"] == "latent_replay":
+                memory.add(x_new, y_new, i)
+            else:
+                memory.add(ds.train.x[idx].float(), y_new, i)
+        for j in range(i + 1):
+            c, t = _accuracy(learner, setup.test_latents[stream[j].test_idx], test_y[stream[j].test_idx])
+            acc.record(i, j, c, t)
+        trained = learner.samples_trained - before
+        macs = trained * (back_macs["forward"] + back_macs["backward_input"] + back_macs["backward_weight"]) \
+            + len(idx) * front_macs
+        log.append({"experience": i, "seconds": time.perf_counter() - t_exp, "train_samples": trained,
+                    "train_macs": int(macs),
+                    "replay_memory_bytes": memory.nbytes()["total"] if memory is not None else 0,
+                    "seen_accuracy": float(acc.seen_accuracy()[i])})
+        checkpoint.save(out / STATE, {"config": cfg, "next": i + 1, "learner": learner.state_dict(),
+                                      "memory": memory.state_dict() if memory is not None else None,
+                                      "generator": gen.get_state(), "acc_correct": acc.correct,
+                                      "acc_total": acc.total, "log": log})
+        bar.update(1)
+        bar.set_postfix(acc=f"{acc.seen_accuracy()[i]:.3f}")
+        if stop_after is not None and i + 1 >= stop_after and i + 1 < T:
+            bar.close()
+            return {"stopped_after": i + 1}
+    bar.close()
+    results = _results(cfg, setup, acc, log, memory, learner, t_setup, time.perf_counter() - t0)
+    results["learning_event"] = annotate(setup, cfg) if annotate is not None else None
+    write_json(out / "results.json", results)
+    return results
+
+
+def _results(cfg, setup, acc, log, memory, learner, t_setup, t_total) -> dict:
+    r = acc.matrix
+    seen = acc.seen_accuracy()
+    per_exp, mean_forgetting = forgetting(r)
+    mem_bytes = memory.nbytes() if memory is not None else {"payload": 0, "labels": 0, "experiences": 0,
+                                                            "metadata": 0, "total": 0}
+    return {
+        "schema": SCHEMA,
+        "config": cfg,
+        "backbone": setup.backbone_source,
+        "class_order": setup.class_order,
+        "experiences": [{"id": e.id, "classes": e.classes, "train": len(e.train_idx), "test": len(e.test_idx)}
+                        for e in setup.stream],
+        "accuracy_matrix": _nan_to_none(r.tolist()),
+        "seen_accuracy": _nan_to_none(seen.tolist()),
+        "average_accuracy": float(seen[-1]),
+        "forgetting": None if math.isnan(mean_forgetting) else float(mean_forgetting),
+        "forgetting_per_experience": _nan_to_none(per_exp.tolist()),
+        "bwt": _none_if_nan(bwt(r)),
+        "replay_memory_bytes": mem_bytes,
+        "replay_capacity": memory.capacity if memory is not None else 0,
+        "latent_shape": list(setup.latent_shape),
+        "lr_bits": cfg["lr_bits"],
+        "n_replays": cfg["n_replays"],
+        "strategy": cfg["strategy"],
+        "precision": cfg["precision"],
+        "footprint_bytes": footprint(setup, learner, memory, cfg),
+        "per_experience": log,
+        "timing": {"setup_s": t_setup, "total_s": t_total, "per_experience_s": [e["seconds"] for e in log]},
+    }
+
+
+def _none_if_nan(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _nan_to_none(x):
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return _none_if_nan(x)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,151 @@
+"""The ``tinycl`` command line. Exit codes: 0 success, 1 unexpected error, 2 user error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import TinyclError
+
+
+def _run(args) -> int:
+    from .cl import config as C
+    from .cl.runner import run
+    from .report.run_report import plots, summary
+
+    if args.resume:
+        if args.config or args.set or args.data:
+            raise TinyclError("--resume takes the config saved in the run folder; drop --config/--set/--data")
+        out = args.resume
+        cfg = {}
+    else:
+        cfg = C.load_file(args.config) if args.config else {}
+        if args.data:
+            cfg["data"] = args.data
+        cfg = C.apply_sets(cfg, args.set)
+        out = args.out
+    res = run(cfg, out, resume=bool(args.resume), progress=not args.quiet and not args.json,
+              annotate=_event_cost)
+    plots(res, out)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+    else:
+        print(summary(res))
+        print(f"\nresults: {out}/results.json, {out}/accuracy.png, {out}/memory.png")
+    return 0
+
+
+def _event_cost(setup, cfg) -> dict | None:
+    """Modelled latency and energy of one learning event on the configured target."""
+    from .hw.cost import learning_event_cost
+
+    bits = cfg["lr_bits"] if isinstance(cfg["lr_bits"], int) else {"fp16": 16, "fp32": 32}[cfg["lr_bits"]]
+    return learning_event_cost(setup.model, setup.dataset.image_shape, cfg["latent_layer"], cfg["target"],
+                               cfg["precision"], cfg["batch_size"], cfg["replay_batch"], bits)
+
+
+def _pretrain(args) -> int:
+    from .cl.backbone import pretrain, save_backbone
+    from .cl.config import validate
+    from .cl.scenarios import class_incremental
+    from .data import load
+
+    cfg = validate({"data": args.data, "model": args.model, "initial_classes": args.initial_classes,
+                    "seed": args.seed, "pretrain_epochs": args.epochs})
+    ds = load(cfg["data"])
+    stream = class_incremental(ds, cfg["initial_classes"], 1, seed=cfg["seed"])
+    first = stream[0]
+    b = pretrain(cfg["model"], ds.train.x[first.train_idx], ds.train.y[first.train_idx], ds.num_classes,
+                 first.classes, cfg["pretrain_epochs"], batch_size=args.batch_size, lr=args.lr, seed=cfg["seed"],
+                 progress=not args.quiet)
+    n = save_backbone(args.out, b)
+    from .cl.backbone import build_model
+    from .cl.backbone import to_input
+    model = build_model(b)
+    test = ds.test
+    import torch
+    mask = torch.isin(test.y, torch.tensor(first.classes))
+    with torch.no_grad():
+        pred = model(to_input(test.x[mask], b["mean"], b["std"])).argmax(1)
+    acc = float((pred == test.y[mask]).float().mean())
+    info = {"out": args.out, "bytes": n, "model": cfg["model"], "classes": first.classes,
+            "test_accuracy_initial_classes": acc}
+    print(json.dumps(info) if args.json else
+          f"backbone {cfg['model']} on classes {first.classes}: test accuracy {100 * acc:.1f}% "
+          f"on those classes; wrote {args.out} ({n:,} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinycl", description="On-device continual learning: quantized latent "
+                                "replay, explicit training kernels, device cost models.")
+    p.add_argument("--version", action="version", version=f"tinycl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a continual-learning experiment (the main job)",
+                       description="Class-incremental learning with (quantized) latent replay. With no "
+                                   "arguments: the shipped CIFAR-10 subset and backbone.")
+    r.add_argument("--config", help="YAML config file (keys: see docs/cli.md)")
+    r.add_argument("--data", help="shipped | cifar10:PATH | imagefolder:PATH | core50:PATH")
+    r.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    r.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its folder")
+    r.add_argument("--json", action="store_true", help="print results.json to stdout instead of the table")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_run)
+
+    t = sub.add_parser("pretrain", help="train a backbone on the initial classes and save it",
+                       description="The factory phase: train a zoo model on the first classes of a dataset "
+                                   "with tinycl's own training engine, and save it as a backbone file.")
+    t.add_argument("--data", default="shipped")
+    t.add_argument("--model", default="resnet8")
+    t.add_argument("--initial-classes", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="backbone file to write")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_pretrain)
+
+    from .hw.commands import register as register_hw
+    register_hw(sub)
+    _register_accel(sub)
+    return p
+
+
+def _register_accel(sub) -> None:
+    a = sub.add_parser("accel", help="accelerator models (tinycl ASIC, ETA FPGA)",
+                       description="Computing, cycle-counting models of continual-learning accelerators.")
+    accel_sub = a.add_subparsers(dest="accel", metavar="ACCEL")
+    a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
+    for mod, fn in (("tinycl.hw.accel_tinycl.commands", "add_tinycl_parser"),
+                    ("tinycl.hw.accel_eta.commands", "add_eta_parser")):
+        try:
+            module = __import__(mod, fromlist=[fn])
+        except ModuleNotFoundError:
+            continue
+        getattr(module, fn)(accel_sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TinyclError as e:
+        print(f"tinycl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinycl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
