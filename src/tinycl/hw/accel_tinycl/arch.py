@@ -98,9 +98,11 @@ def parse_arch(data, where: str = "<dict>", target: Target | None = None) -> Arc
         name = m.get("name") if isinstance(m, dict) else None
         if name not in MEMORIES:
             raise TinyclError(f"architecture file {where}: memory name {name!r} is not one of {', '.join(MEMORIES)}")
-        memories[name] = Memory(name, _num(m, "size_bytes", where, src, True, 1),
-                                _num(m, "ports", where, src, True, 1), _num(m, "port_words", where, src, True, 1),
-                                _num(m, "energy_pj_per_word", where, src))
+        ms: dict[str, str] = {}
+        memories[name] = Memory(name, _num(m, "size_bytes", where, ms, True, 1),
+                                _num(m, "ports", where, ms, True, 1), _num(m, "port_words", where, ms, True, 1),
+                                _num(m, "energy_pj_per_word", where, ms))
+        src.update({f"memories.{name}.{k}": v for k, v in ms.items()})
     missing = [n for n in MEMORIES if n not in memories]
     if missing:
         raise TinyclError(f"architecture file {where}: memories missing: {', '.join(missing)}")
