@@ -12,7 +12,7 @@ from torch import nn
 from ..data import load as load_data
 from ..errors import TinyclError
 from ..models.int8_front import quantize_front
-from ..models.registry import split_points
+from ..models.registry import create, split_points
 from . import backbone as B
 from .scenarios import class_incremental
 
@@ -44,7 +44,7 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
     """Shipped / given backbone when it fits the data, else the factory phase (saved in out_dir)."""
     saved = out_dir / "backbone.ckpt"
     if saved.exists():
-        return B.load_backbone(saved), "factory (resumed)"
+        return B.load_backbone(saved), "factory"  # trained by this run before it was interrupted
     if cfg["backbone"] == "shipped" and cfg["data"] == "shipped" and cfg["model"] == "resnet8" \
             and B.SHIPPED.exists():
         return B.load_backbone(B.SHIPPED), "shipped"
@@ -68,10 +68,21 @@ def _latents(front, x_uint8, mean, std, batch=500) -> torch.Tensor:
     return torch.cat([front(B.to_input(x_uint8[i:i + batch], mean, std)) for i in range(0, len(x_uint8), batch)])
 
 
+def _check_split(cfg, ds) -> None:
+    points = split_points(create(cfg["model"], num_classes=ds.num_classes, input_shape=ds.image_shape))
+    if cfg["latent_layer"] not in points[:-1]:
+        raise TinyclError(f"config: 'latent_layer' must be one of {', '.join(points[:-1])}; "
+                          f"got {cfg['latent_layer']!r}")
+    if cfg["backbone"] == "none" and cfg["initial_classes"] >= ds.num_classes:
+        raise TinyclError(f"config: 'initial_classes' ({cfg['initial_classes']}) must be below the "
+                          f"number of classes ({ds.num_classes})")
+
+
 def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
     ds = load_data(cfg["data"])
     if ds.num_classes < 2:
         raise TinyclError(f"data {cfg['data']}: needs at least 2 classes, has {ds.num_classes}")
+    _check_split(cfg, ds)  # cheap checks before any training
     bb, source = _backbone(cfg, ds, out_dir, progress)
     if bb["model"] != cfg["model"]:
         raise TinyclError(f"backbone is a {bb['model']} but config 'model' is {cfg['model']}")

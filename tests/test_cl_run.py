@@ -1,0 +1,123 @@
+"""The `tinycl run` pipeline end to end on a tiny generated image folder."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cl_fixtures import make_image_folder
+from tinycl.cl.runner import run
+from tinycl.errors import TinyclError
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("imgs"))
+
+
+def cfg_for(folder, **kw):
+    base = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
+            "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 2,
+            "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 4, "learning_rate": 0.05,
+            "seed": 0, "target": "vega"}
+    base.update(kw)
+    return base
+
+
+def without_timing(res):
+    res = json.loads(json.dumps(res, default=str))
+    res.pop("timing")
+    for e in res["per_experience"]:
+        e.pop("seconds")
+    return res
+
+
+def test_latent_replay_results_schema_and_bytes(folder, tmp_path):
+    res = run(cfg_for(folder), tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "results.json").exists()
+    on_disk = json.loads((tmp_path / "r" / "results.json").read_text())
+    for k in ("accuracy_matrix", "average_accuracy", "forgetting", "bwt", "replay_memory_bytes", "latent_shape",
+              "lr_bits", "n_replays", "strategy", "precision", "config", "timing"):
+        assert k in on_disk, k
+    r = res["accuracy_matrix"]
+    assert len(r) == 3 and r[0][1] is None and all(v is not None for v in r[2])
+    # 8 channels x 14 x 14 latents at 4 bits: 784 payload bytes per row, 4 bytes of ids, 20 slots full
+    d = 8 * 14 * 14
+    assert res["latent_shape"] == [8, 14, 14]
+    mem = res["replay_memory_bytes"]
+    assert mem["payload"] == 20 * math.ceil(d * 4 / 8) and mem["labels"] == 40 and mem["experiences"] == 40
+    assert mem["metadata"] == 8 * 8  # per-channel fp32 scale + zero point
+    assert 0.0 <= res["average_accuracy"] <= 1.0
+
+
+def test_raw_replay_gets_equal_bytes(folder, tmp_path):
+    lat = run(cfg_for(folder, lr_bits=8), tmp_path / "lat", progress=False)
+    raw = run(cfg_for(folder, strategy="raw_replay", lr_bits=8), tmp_path / "raw", progress=False)
+    budget = lat["footprint_bytes"]["replay_memory"]
+    assert raw["footprint_bytes"]["replay_memory"] <= budget
+    per_raw = 3 * 16 * 16 + 4
+    assert budget - raw["footprint_bytes"]["replay_memory"] < per_raw + 64  # no room for one more image
+    assert raw["replay_capacity"] == (budget - 8) // per_raw
+
+
+@pytest.mark.parametrize("strategy", ["naive", "joint"])
+def test_bounds_strategies_run(folder, tmp_path, strategy):
+    res = run(cfg_for(folder, strategy=strategy, model="resnet8", latent_layer="block2_1", epochs=1),
+              tmp_path / strategy, progress=False)
+    assert res["replay_memory_bytes"]["total"] == 0 and len(res["accuracy_matrix"]) == 3
+
+
+def test_resume_after_stop_gives_identical_results(folder, tmp_path):
+    full = run(cfg_for(folder), tmp_path / "full", progress=False)
+    part = run(cfg_for(folder), tmp_path / "part", progress=False, stop_after=1)
+    assert part == {"stopped_after": 1}
+    resumed = run({}, tmp_path / "part", resume=True, progress=False)
+    assert without_timing(resumed) == without_timing(full)
+    with pytest.raises(TinyclError, match="already holds a run"):
+        run(cfg_for(folder), tmp_path / "full", progress=False)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tinycl.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_kill_and_resume_via_cli(folder, tmp_path):
+    sets = [f"--set={k}={v}" for k, v in cfg_for(folder, epochs=6).items()]
+    ref = _cli("run", *sets, "--out", str(tmp_path / "ref"), "--quiet")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "tinycl.cli", "run", *sets, "--out", str(out), "--quiet"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "state.ckpt").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    if (out / "results.json").exists():
+        pytest.skip("run finished before it could be killed")
+    res = _cli("run", "--resume", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    a = without_timing(json.loads((tmp_path / "ref" / "results.json").read_text()))
+    b = without_timing(json.loads((out / "results.json").read_text()))
+    assert a == b
+
+
+def test_cli_errors_are_one_line(folder, tmp_path):
+    r = _cli("run", "--set", "lr_bits=12", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "lr_bits" in r.stderr
+    r = _cli("run", "--data", f"imagefolder:{tmp_path}/nothing", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "state.ckpt").write_bytes(b"TINYCL\x01\x00" + os.urandom(100))
+    r = _cli("run", "--resume", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "state.ckpt" in r.stderr
+    r = _cli("run", "--set", f"data=imagefolder:{folder}", "--set", "model=tinycl-net", "--set", "backbone=none",
+             "--set", "latent_layer=fc", "--out", str(tmp_path / "z"))
+    assert r.returncode == 2 and "latent_layer" in r.stderr
