@@ -14,7 +14,7 @@ from tinycl.models.convert import from_torch
 from tinycl.models.rangenorm import RangeNorm, RangeNorm2d, effective_groups, range_norm
 
 
-def np_reference(x, gamma, beta, groups, eps=1e-5):
+def np_reference(x, gamma, beta, groups, eps=1e-5, stat="l1"):
     """Loop over samples and groups, written from the formula with NumPy."""
     x = np.asarray(x, dtype=np.float64)
     n, c = x.shape[:2]
@@ -24,22 +24,36 @@ def np_reference(x, gamma, beta, groups, eps=1e-5):
         for g in range(groups):
             blk = x[i, g * cg:(g + 1) * cg]
             m = blk.size
-            const = 1 / (2 * math.sqrt(2 * math.log(m))) if m >= 2 else 1.0
-            sigma = (blk.max() - blk.min()) * const
-            k = min(32, max(-32, round(math.log2(sigma + eps))))
+            if stat == "l1":
+                scale = 1 / (math.sqrt(math.pi / 2) * np.abs(blk - blk.mean()).mean() + eps)
+            else:
+                const = 1 / (2 * math.sqrt(2 * math.log(m))) if m >= 2 else 1.0
+                sigma = (blk.max() - blk.min()) * const
+                scale = 2.0 ** -min(32, max(-32, round(math.log2(sigma + eps))))
             for j in range(cg):
                 ch = g * cg + j
-                y[i, ch] = (x[i, ch] - blk.mean()) * 2.0 ** -k * gamma[ch] + beta[ch]
+                y[i, ch] = (x[i, ch] - blk.mean()) * scale * gamma[ch] + beta[ch]
     return y
 
 
-def test_hand_worked():
+def test_hand_worked_l1():
+    # mean 1.5, |d| = 1.5, .5, .5, 1.5 -> mean 1 -> sigma = sqrt(pi/2) = 1.2533 (+ eps)
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]], dtype=torch.float64)
+    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    y, _ = K.rangenorm_forward(x, one, zero, 1)
+    s = math.sqrt(math.pi / 2) + 1e-5
+    assert torch.allclose(y.flatten(), torch.tensor([-1.5, -0.5, 0.5, 1.5], dtype=torch.float64) / s, atol=1e-15)
+
+
+def test_hand_worked_range():
     # m = 4: const = 1 / (2 sqrt(2 ln 4)) = 0.3003; range 3 -> sigma 0.901 -> k = round(-0.15) = 0
     x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]], dtype=torch.float64)
-    y, _ = K.rangenorm_forward(x, torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1)
+    y, _ = K.rangenorm_forward(x, torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1,
+                               stat="range")
     assert y.flatten().tolist() == [-1.5, -0.5, 0.5, 1.5]
     # x * 8: sigma 7.21 -> k = round(2.85) = 3 -> the same output (a shift by 3)
-    y8, _ = K.rangenorm_forward(8 * x, torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1)
+    y8, _ = K.rangenorm_forward(8 * x, torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1,
+                                stat="range")
     assert y8.flatten().tolist() == [-1.5, -0.5, 0.5, 1.5]
     assert K.rangenorm_shift(8 * x, 1).item() == 3
 
@@ -51,28 +65,32 @@ def test_ops_count_and_groups():
         effective_groups(0, 8)
     with pytest.raises(TinyclError):
         RangeNorm2d(4)(torch.zeros(1, 3, 2, 2))
+    with pytest.raises(TinyclError):
+        range_norm(stat="l2")
 
 
 shapes = st.tuples(st.integers(1, 3), st.sampled_from([1, 2, 3, 4, 6, 8, 12]), st.integers(1, 5),
-                   st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.integers(0, 9999))
+                   st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.integers(0, 9999),
+                   st.sampled_from(["l1", "range"]))
 
 
 @settings(max_examples=30, deadline=None)
 @given(shapes)
 def test_forward_matches_numpy_and_backward_matches_autograd(s):
-    n, c, h, w, groups, seed = s
+    n, c, h, w, groups, seed, stat = s
     torch.manual_seed(seed)
-    m = RangeNorm2d(c, groups).double()
+    m = RangeNorm2d(c, groups, stat=stat).double()
     with torch.no_grad():
         m.weight.uniform_(0.5, 1.5)
         m.bias.normal_()
     x = (torch.randn(n, c, h, w, dtype=torch.float64) * 3).requires_grad_(True)
     y = m(x)
-    ref = np_reference(x.detach().numpy(), m.weight.detach().numpy(), m.bias.detach().numpy(), m.groups)
+    ref = np_reference(x.detach().numpy(), m.weight.detach().numpy(), m.bias.detach().numpy(), m.groups,
+                       stat=stat)
     np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y)
     y.backward(dy)
-    _, cache = K.rangenorm_forward(x.detach(), m.weight.detach(), m.bias.detach(), m.groups)
+    _, cache = K.rangenorm_forward(x.detach(), m.weight.detach(), m.bias.detach(), m.groups, stat=stat)
     dx, dg, db = K.rangenorm_backward(dy, m.weight.detach(), cache, m.groups)
     torch.testing.assert_close(dx, x.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(dg, m.weight.grad, rtol=1e-10, atol=1e-12)
@@ -88,11 +106,11 @@ def test_batch_independent():
         torch.testing.assert_close(m(x[i:i + 1]), whole[i:i + 1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_network_layer_vs_autograd(batch):
+@pytest.mark.parametrize("batch,stat", [(1, "l1"), (4, "l1"), (1, "range"), (3, "range")])
+def test_network_layer_vs_autograd(batch, stat):
     torch.manual_seed(batch)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), RangeNorm2d(8, 4), nn.ReLU(),
-                          nn.Conv2d(8, 4, 3, stride=2, bias=False), RangeNorm2d(4, 2), nn.Flatten(),
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), RangeNorm2d(8, 4, stat=stat), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, stride=2, bias=False), RangeNorm2d(4, 2, stat=stat), nn.Flatten(),
                           nn.Linear(4 * 2 * 2, 3)).double()
     with torch.no_grad():
         for mod in model:

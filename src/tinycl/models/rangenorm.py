@@ -28,9 +28,10 @@ def effective_groups(channels: int, groups: int) -> int:
 class RangeNorm2d(nn.Module):
     """Per-sample, per-group range normalisation with a power-of-two scale (batch-size independent)."""
 
-    def __init__(self, num_channels: int, groups: int = 8, eps: float = 1e-5):
+    def __init__(self, num_channels: int, groups: int = 8, eps: float = 1e-5, stat: str = "l1"):
         super().__init__()
-        self.num_channels, self.eps = num_channels, eps
+        K._check_stat(stat)
+        self.num_channels, self.eps, self.stat = num_channels, eps, stat
         self.groups = effective_groups(num_channels, groups)
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
@@ -38,15 +39,16 @@ class RangeNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_channels:
             raise TinyclError(f"RangeNorm2d expects {self.num_channels} channels, got shape {tuple(x.shape)}")
-        return K.rangenorm_forward(x, self.weight, self.bias, self.groups, self.eps)[0]
+        return K.rangenorm_forward(x, self.weight, self.bias, self.groups, self.eps, self.stat)[0]
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, groups={self.groups}, eps={self.eps}"
+        return f"{self.num_channels}, groups={self.groups}, eps={self.eps}, stat={self.stat}"
 
 
-def range_norm(groups: int = 8, eps: float = 1e-5):
-    """A ``norm_layer`` factory for the zoo: ``channels -> RangeNorm2d(channels, groups, eps)``."""
-    return lambda channels: RangeNorm2d(channels, groups, eps)
+def range_norm(groups: int = 8, eps: float = 1e-5, stat: str = "l1"):
+    """A ``norm_layer`` factory for the zoo: ``channels -> RangeNorm2d(channels, groups, eps, stat)``."""
+    K._check_stat(stat)
+    return lambda channels: RangeNorm2d(channels, groups, eps, stat)
 
 
 class RangeNorm(Layer):
@@ -54,14 +56,14 @@ class RangeNorm(Layer):
 
     kind = "rangenorm2d"
 
-    def __init__(self, name, weight, bias, groups, eps):
+    def __init__(self, name, weight, bias, groups, eps, stat="l1"):
         super().__init__(name)
         self.params["weight"], self.params["bias"] = Param(weight), Param(bias)
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.stat = groups, eps, stat
 
     def forward(self, x, ctx):
         g, b = self.params["weight"].compute(ctx.prec), self.params["bias"].compute(ctx.prec)
-        y, cache = K.rangenorm_forward(x, g, b, self.groups, self.eps)
+        y, cache = K.rangenorm_forward(x, g, b, self.groups, self.eps, self.stat)
         self.saved = cache if ctx.training else None
         return ctx.act(y)
 
@@ -74,7 +76,7 @@ class RangeNorm(Layer):
 
 
 def _convert(m: RangeNorm2d, path: str) -> RangeNorm:
-    return RangeNorm(path, m.weight.detach().clone(), m.bias.detach().clone(), m.groups, m.eps)
+    return RangeNorm(path, m.weight.detach().clone(), m.bias.detach().clone(), m.groups, m.eps, m.stat)
 
 
 register_converter(RangeNorm2d, _convert)
