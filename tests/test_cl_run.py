@@ -121,3 +121,16 @@ def test_cli_errors_are_one_line(folder, tmp_path):
     r = _cli("run", "--set", f"data=imagefolder:{folder}", "--set", "model=tinycl-net", "--set", "backbone=none",
              "--set", "latent_layer=fc", "--out", str(tmp_path / "z"))
     assert r.returncode == 2 and "latent_layer" in r.stderr
+
+
+def test_pretrain_cli_writes_a_loadable_backbone(folder, tmp_path):
+    out = tmp_path / "bb.ckpt"
+    r = _cli("pretrain", "--data", f"imagefolder:{folder}", "--model", "tinycl-net", "--initial-classes", "2",
+             "--epochs", "3", "--out", str(out), "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["bytes"] == out.stat().st_size and len(info["classes"]) == 2
+    assert info["test_accuracy_initial_classes"] > 0.5 + 1e-9  # two easy classes: better than chance
+    from tinycl.cl.backbone import build_model, load_backbone
+    model = build_model(load_backbone(out))
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 4)

@@ -57,12 +57,14 @@ def _accuracy(learner, lat, y) -> tuple[int, int]:
 
 
 def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,
-        stop_after: int | None = None, annotate=None) -> dict:
+        stop_after: int | None = None, annotate=None, setup=None) -> dict:
     """Run (or resume) an experiment; writes ``out_dir/results.json`` and returns the results.
 
     ``annotate(setup, cfg) -> dict`` (optional) adds the modelled cost of one learning
     event on the configured target (the CLI passes the ``tinycl.hw`` cost model).
     ``stop_after`` ends the run after that many experiences (tests of resume).
+    ``setup`` reuses a :class:`tinycl.cl.setup.Setup` built for the same data, backbone,
+    latent layer and front (benchmarks that compare strategies on one front).
     """
     out = Path(out_dir)
     state = None
@@ -76,7 +78,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
             raise TinyclError(f"{out} already holds a run; use --resume {out} or another --out")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    setup = build(cfg, out, progress)
+    setup = setup if setup is not None else build(cfg, out, progress)
     t_setup = time.perf_counter() - t0
     ds, stream = setup.dataset, setup.stream
     gen = torch.Generator().manual_seed(cfg["seed"])

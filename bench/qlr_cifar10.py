@@ -1,0 +1,134 @@
+"""Quantized latent replay on class-incremental CIFAR-10 (the shared JPEG set), one table.
+
+Protocol (also in docs/results.md):
+- data: the 50,000 + 10,000 CIFAR-10 JPEGs from ../shared/data/cifar10-images.tar.gz,
+  extracted once to ~/.cache/tinycl/cifar10-images;
+- backbone: ResNet-8 trained by `tinycl pretrain` (tinycl's own engine) on 4 classes
+  (seeded order, seed 0), cached in ~/.cache/tinycl/bench/;
+- stream: those 4 classes, then 3 experiences of 2 classes; the front (up to the latent
+  layer) is frozen and run in INT8; the back is trained with SGD in FP32;
+- strategies: naive, joint, raw replay (uint8 images at the bytes of the 8-bit latent
+  memory), latent replay with FP32 latents, and quantized latent replay at 8/7/6/4/2 bits,
+  each at two memory sizes and two latent layers; mean and spread over seeds. A seed
+  changes training order, replay sampling and memory choices; class order and the front's
+  calibration are fixed (seed 0) so all runs share one set of latents per layer.
+
+    .venv/bin/python bench/qlr_cifar10.py                    # the full table
+    .venv/bin/python bench/qlr_cifar10.py --quick            # 1 seed, one memory size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tinycl.cl.backbone import load_backbone, pretrain, save_backbone
+from tinycl.cl.config import validate
+from tinycl.cl.runner import run
+from tinycl.cl.scenarios import class_incremental
+from tinycl.cl.setup import build
+from tinycl.data import load
+
+CACHE = Path.home() / ".cache" / "tinycl"
+TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-images.tar.gz"
+
+
+def extract(tarball: Path) -> Path:
+    dest = CACHE / "cifar10-images"
+    if (dest / ".complete").exists():
+        return dest
+    if not tarball.exists():
+        sys.exit(f"bench: CIFAR-10 tarball not found: {tarball}")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as t:
+        t.extractall(dest, filter="data")
+    root = next(p.parent for p in dest.rglob("train") if p.is_dir())
+    (dest / ".complete").write_text(str(root))
+    return dest
+
+
+def data_root(dest: Path) -> Path:
+    return Path((dest / ".complete").read_text())
+
+
+def backbone(spec: str, epochs: int, initial: int) -> Path:
+    path = CACHE / "bench" / f"resnet8-cifar10-{initial}cls-{epochs}ep.ckpt"
+    if path.exists():
+        return path
+    ds = load(spec)
+    first = class_incremental(ds, initial, 1, seed=0)[0]
+    t = time.perf_counter()
+    b = pretrain("resnet8", ds.train.x[first.train_idx], ds.train.y[first.train_idx], ds.num_classes,
+                 first.classes, epochs, seed=0)
+    save_backbone(path, b)
+    print(f"backbone: {epochs} epochs on classes {first.classes} in {time.perf_counter() - t:.0f} s -> {path}")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tarball", type=Path, default=TARBALL)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1500], help="latent replay capacities")
+    ap.add_argument("--layers", nargs="+", default=["block2_1", "block3_1"])
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per experience")
+    ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--strategies", nargs="+",
+                    default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "2"])
+    ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
+    ap.add_argument("--json", type=Path, default=Path("bench/qlr_cifar10.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.sizes, args.layers = [0], [1500], args.layers[:1]
+    torch.set_num_threads(torch.get_num_threads())
+    spec = f"imagefolder:{data_root(extract(args.tarball))}"
+    bb = backbone(spec, args.pretrain_epochs, 4)
+    base = {"data": spec, "backbone": str(bb), "model": "resnet8", "epochs": args.epochs, "initial_classes": 4,
+            "classes_per_experience": 2}
+    rows = []
+    for layer in args.layers:
+        t = time.perf_counter()
+        cfg0 = validate({**base, "latent_layer": layer, "seed": 0})
+        setup = build(cfg0, Path(tempfile.mkdtemp()), progress=True)
+        print(f"{layer}: latents {tuple(setup.latent_shape)} of {len(setup.train_latents)} + "
+              f"{len(setup.test_latents)} images in {time.perf_counter() - t:.0f} s", flush=True)
+        for size in args.sizes:
+            for strat in args.strategies:
+                if strat in ("naive", "joint") and size != args.sizes[0]:
+                    continue  # no memory: one size is enough
+                accs, mem, secs = [], 0, []
+                for seed in args.seeds:
+                    cfg = dict(cfg0, seed=seed, n_replays=size)
+                    if strat in ("naive", "joint"):
+                        cfg["strategy"] = strat
+                    elif strat == "raw":
+                        cfg.update(strategy="raw_replay", lr_bits=8)
+                    else:
+                        cfg.update(strategy="latent_replay", lr_bits="fp32" if strat == "lr32" else int(strat))
+                    t = time.perf_counter()
+                    res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
+                    secs.append(time.perf_counter() - t)
+                    accs.append(100 * res["average_accuracy"])
+                    mem = res["footprint_bytes"]["replay_memory"]
+                    cap = res["replay_capacity"]
+                row = dict(layer=layer, size=size, strategy=strat, capacity=cap, replay_bytes=mem,
+                           acc_mean=statistics.mean(accs), acc_std=statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                           accs=accs, seconds=statistics.mean(secs))
+                rows.append(row)
+                print(f"| {layer} | {size} | {strat} | {cap} | {mem:,} | {row['acc_mean']:.2f} ± {row['acc_std']:.2f} "
+                      f"| {row['seconds']:.0f} s |", flush=True)
+                args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                                indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
