@@ -134,3 +134,29 @@ def test_pretrain_cli_writes_a_loadable_backbone(folder, tmp_path):
     from tinycl.cl.backbone import build_model, load_backbone
     model = build_model(load_backbone(out))
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 4)
+
+
+def test_cwr_star_option_runs_and_resumes(folder, tmp_path):
+    full = run(cfg_for(folder, cwr=True), tmp_path / "a", progress=False)
+    run(cfg_for(folder, cwr=True), tmp_path / "b", progress=False, stop_after=2)
+    assert without_timing(run({}, tmp_path / "b", resume=True, progress=False)) == without_timing(full)
+
+
+def test_cwr_star_consolidation_by_hand():
+    from torch import nn
+
+    from tinycl import from_torch
+    from tinycl.cl.cwr import CWRStar
+    net = from_torch(nn.Sequential(nn.Flatten(), nn.Linear(2, 3)), (2,))
+    cwr = CWRStar(net)
+    cwr.before_experience(torch.tensor([0, 0, 1]))
+    assert torch.equal(net.named_parameters()["1.weight"], torch.zeros(3, 2))
+    net.named_params()["1.weight"].set(torch.tensor([[1.0, 3.0], [3.0, 5.0], [9.0, 9.0]]))
+    cwr.after_experience()  # mean over present classes 0,1 = 3 -> rows [-2, 0], [0, 2]
+    assert torch.equal(cwr.saved[:2], torch.tensor([[-2.0, 0.0], [0.0, 2.0]]))
+    assert cwr.past.tolist() == [2, 1, 0]
+    cwr.before_experience(torch.tensor([0, 0]))  # class 0 again, 2 samples: k = sqrt(2/2) = 1
+    net.named_params()["1.weight"].set(torch.tensor([[4.0, 4.0], [0.0, 0.0], [0.0, 0.0]]))
+    cwr.after_experience()  # centred row [0, 0]; (saved * 1 + new) / 2 = [-1, 0]
+    assert torch.equal(cwr.saved[0], torch.tensor([-1.0, 0.0]))
+    assert torch.equal(net.named_parameters()["1.weight"][:2], cwr.saved[:2])

@@ -21,6 +21,7 @@ from ..numerics.latent_quant import LatentQuantizer
 from ..numerics.precision import get_precision
 from . import checkpoint
 from .config import validate
+from .cwr import CWRStar
 from .footprint import footprint, replay_budget_bytes
 from .learner import Learner
 from .memory import ReplayMemory
@@ -85,6 +86,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     learner = Learner(setup.back, setup.latent_shape, cfg["precision"], cfg["learning_rate"], cfg["momentum"],
                       cfg["weight_decay"], gen)
     memory = _memory(cfg, setup, setup.train_latents[stream[0].train_idx])
+    cwr = CWRStar(learner.net) if cfg["cwr"] else None
     T = len(stream)
     acc = AccuracyMatrix(T)
     log: list[dict] = []
@@ -93,6 +95,8 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
         learner.load_state_dict(state["learner"])
         if memory is not None:
             memory.load_state_dict(state["memory"])
+        if cwr is not None:
+            cwr.load_state_dict(state["cwr"])
         gen.set_state(state["generator"])
         acc.correct, acc.total = state["acc_correct"], state["acc_total"]
         log, start = state["log"], state["next"]
@@ -120,8 +124,12 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
                     return setup.front(to_input(raw.round().clamp(0, 255).to(torch.uint8), setup.mean,
                                                 setup.std)), ry
         before = learner.samples_trained
+        if cwr is not None:
+            cwr.before_experience(y_new)
         learner.train_experience(x_new, y_new, cfg["epochs"], cfg["batch_size"], replay_fn,
                                  cfg["replay_batch"], progress, desc=f"exp {i}")
+        if cwr is not None:
+            cwr.after_experience()
         if memory is not None:
             if cfg["strategy"] == "latent_replay":
                 memory.add(x_new, y_new, i)
@@ -139,6 +147,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
                     "seen_accuracy": float(acc.seen_accuracy()[i])})
         checkpoint.save(out / STATE, {"config": cfg, "next": i + 1, "learner": learner.state_dict(),
                                       "memory": memory.state_dict() if memory is not None else None,
+                                      "cwr": cwr.state_dict() if cwr is not None else None,
                                       "generator": gen.get_state(), "acc_correct": acc.correct,
                                       "acc_total": acc.total, "log": log})
         bar.update(1)
