@@ -29,7 +29,10 @@ int8 operand and result of the step once (activations are not kept on chip betwe
 The unified core (``lanes`` 8-bit lanes) runs, time-multiplexed and after the array, the
 normalisation (RangeNorm ops: 6, 4, 2 per element for forward, input and weight gradient),
 activations, pooling and residual adds (1 op per element per step) and the SGD update (2 ops per
-parameter; DRAM: FP32 master read + write, int8 gradient read, int8 weight write).
+parameter; DRAM: FP32 master read + write, int8 gradient read, int8 weight write). Norm and
+elementwise layers work on tensors the array has just produced or will consume: their DRAM bytes are
+reported (input and output, forward and backward) but add no cycles. A BatchNorm2d in the traced
+model stands for ETA's normalisation and is costed with RangeNorm's operation counts.
 
 Throughput: ``gops = 2 * (useful conv/linear MACs of the three steps) / step time``.
 """
@@ -157,7 +160,7 @@ def core_step(name: str, kind: str, elems: int, channels: int, params: int, cfg:
     else:
         ops = {"forward": elems, "backward_input": elems, "backward_weight": 0}
     cycles = {k: cdiv(v, cfg.core_lanes) for k, v in ops.items()}
-    return LayerStep(name, kind, dict.fromkeys(STEPS, 0), cycles, 2 * elems * 2)
+    return LayerStep(name, kind, dict.fromkeys(STEPS, 0), cycles, 4 * elems)
 
 
 def update_step(params: int, cfg: ArrayConfig) -> LayerStep:
@@ -173,7 +176,7 @@ def _conv_shape(l, n: int) -> ConvShape:
         rows = math.prod(l.in_shape[:-1]) if len(l.in_shape) > 1 else 1
         return ConvShape(n * rows, g["cin"], g["cout"], 1, 1)
     return ConvShape(n, g["cin"], g["cout"], l.in_shape[1], l.in_shape[2], g["kh"], g["kw"], g["stride"],
-                     getattr(l, "padding", 0), g["groups"])
+                     0, g["groups"])
 
 
 def _paddings(model: nn.Module) -> dict:
