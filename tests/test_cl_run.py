@@ -160,3 +160,19 @@ def test_cwr_star_consolidation_by_hand():
     cwr.after_experience()  # centred row [0, 0]; (saved * 1 + new) / 2 = [-1, 0]
     assert torch.equal(cwr.saved[0], torch.tensor([-1.0, 0.0]))
     assert torch.equal(net.named_parameters()["1.weight"][:2], cwr.saved[:2])
+
+
+def test_run_follows_a_datasets_official_stream(tmp_path):
+    """CORe50-style data carries its own experiences; the run uses them as they are."""
+    from test_core50 import _write_fake
+
+    from tinycl.cl.core50 import load_core50
+    from tinycl.data import register_loader
+    _write_fake(tmp_path / "c50", scenarios=("nc",), n_runs=1)
+    register_loader("core50nc", lambda p: load_core50(p, scenario="nc", run=0))
+    official = load_core50(tmp_path / "c50", scenario="nc", run=0).experiences
+    res = run({"data": f"core50nc:{tmp_path / 'c50'}", "model": "tinycl-net", "backbone": "none",
+               "latent_layer": "relu", "pretrain_epochs": 1, "epochs": 1, "batch_size": 4, "replay_batch": 4,
+               "n_replays": 10}, tmp_path / "r", progress=False)
+    assert [e["classes"] for e in res["experiences"]] == [e.classes for e in official]
+    assert [e["train"] for e in res["experiences"]] == [len(e.train_idx) for e in official]

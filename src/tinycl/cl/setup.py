@@ -54,9 +54,14 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
             raise TinyclError(f"backbone {cfg['backbone']} was trained for input {b['input_shape']} and "
                               f"{b['num_classes']} classes; the data has {ds.image_shape} and {ds.num_classes}")
         return b, str(cfg["backbone"])
-    order = _order(ds.num_classes, [], cfg["seed"], cfg["class_order"])
-    initial = order[:cfg["initial_classes"]]
-    mask = torch.isin(ds.train.y, torch.tensor(initial))
+    if ds.experiences is not None:  # the dataset's own stream (CORe50): its first batch
+        initial = list(ds.experiences[0].classes)
+        mask = torch.zeros(len(ds.train.y), dtype=torch.bool)
+        mask[ds.experiences[0].train_idx] = True
+    else:
+        order = _order(ds.num_classes, [], cfg["seed"], cfg["class_order"])
+        initial = order[:cfg["initial_classes"]]
+        mask = torch.isin(ds.train.y, torch.tensor(initial))
     b = B.pretrain(cfg["model"], ds.train.x[mask], ds.train.y[mask], ds.num_classes, initial,
                    cfg["pretrain_epochs"], seed=cfg["seed"], progress=progress)
     B.save_backbone(saved, b)
@@ -73,7 +78,7 @@ def _check_split(cfg, ds) -> None:
     if cfg["latent_layer"] not in points[:-1]:
         raise TinyclError(f"config: 'latent_layer' must be one of {', '.join(points[:-1])}; "
                           f"got {cfg['latent_layer']!r}")
-    if cfg["backbone"] == "none" and cfg["initial_classes"] >= ds.num_classes:
+    if cfg["backbone"] == "none" and ds.experiences is None and cfg["initial_classes"] >= ds.num_classes:
         raise TinyclError(f"config: 'initial_classes' ({cfg['initial_classes']}) must be below the "
                           f"number of classes ({ds.num_classes})")
 
@@ -87,14 +92,18 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
     if bb["model"] != cfg["model"]:
         raise TinyclError(f"backbone is a {bb['model']} but config 'model' is {cfg['model']}")
     initial = len(bb["classes"])
-    if initial != cfg["initial_classes"] and source == "shipped":
-        cfg["initial_classes"] = initial  # the shipped backbone fixes the initial classes
-    order = _order(ds.num_classes, bb["classes"], cfg["seed"], cfg["class_order"])
-    if set(order[:initial]) != set(bb["classes"]):
-        raise TinyclError(f"class_order must start with the backbone's classes {bb['classes']}")
-    if initial >= ds.num_classes:
-        raise TinyclError(f"initial_classes ({initial}) leaves no class to learn of {ds.num_classes}")
-    stream = class_incremental(ds, initial, cfg["classes_per_experience"], class_order=order)
+    if ds.experiences is not None:  # official stream (e.g. CORe50 NICv2): used as it is
+        stream = list(ds.experiences)
+        order = [c for e in stream for c in e.new_classes]
+    else:
+        if initial != cfg["initial_classes"] and source == "shipped":
+            cfg["initial_classes"] = initial  # the shipped backbone fixes the initial classes
+        order = _order(ds.num_classes, bb["classes"], cfg["seed"], cfg["class_order"])
+        if set(order[:initial]) != set(bb["classes"]):
+            raise TinyclError(f"class_order must start with the backbone's classes {bb['classes']}")
+        if initial >= ds.num_classes:
+            raise TinyclError(f"initial_classes ({initial}) leaves no class to learn of {ds.num_classes}")
+        stream = class_incremental(ds, initial, cfg["classes_per_experience"], class_order=order)
     model = B.build_model(bb)
     points = split_points(model)
     if cfg["latent_layer"] not in points[:-1]:
