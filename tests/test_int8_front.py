@@ -183,3 +183,28 @@ def test_is_a_module_without_parameters():
     qf = quantize_front(small_front(), torch.randn(8, 3, 16, 16))
     assert isinstance(qf, QuantizedFront) and isinstance(qf, nn.Module)
     assert list(qf.parameters()) == []
+
+
+def test_more_layer_kinds_close_to_float():
+    # BN in a different nested Sequential than its conv, standalone ReLU/ReLU6 clamps after pools,
+    # AvgPool without padding counted, a conv shortcut in a Residual, Identity
+    torch.manual_seed(11)
+    front = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), nn.Sequential(bn(8, 8), nn.Identity()),
+        nn.MaxPool2d(3, stride=2, padding=1), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=False), bn(12, 9), nn.ReLU(),
+                               nn.Conv2d(12, 12, 3, padding=1, bias=False), bn(12, 10)),
+                 shortcut=nn.Sequential(nn.Conv2d(8, 12, 1, stride=2, bias=False), bn(12, 11))),
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), nn.ReLU6())
+    g = torch.Generator().manual_seed(12)
+    calib, held = torch.randn(96, 3, 15, 15, generator=g), torch.randn(32, 3, 15, 15, generator=g)
+    qf = quantize_front(front, calib)
+    kinds = [type(op).__name__ + ":" + getattr(op, "kind", "") for op in qf.ops]
+    assert kinds == ["_Weighted:conv", "_Plain:maxpool", "_Plain:relu", "_Res:", "_Plain:avgpool", "_Plain:relu6"]
+    assert qf.ops[0].act is None and qf.ops[3].act is None  # nothing to fuse there
+    f, d = float_front_eval(front, held), qf(held)
+    assert d.shape == f.shape == (32, 12, 4, 4)
+    rel = ((d - f).norm() / f.norm()).item()
+    cos = nn.functional.cosine_similarity(d.flatten(), f.flatten(), dim=0).item()
+    assert rel < 0.05 and cos > 0.99, (rel, cos)
+    assert float(d.min()) >= 0.0  # the final ReLU6 clamp holds on codes
