@@ -186,3 +186,30 @@ def test_batchnorm_aten_path_matches_autograd():
     close(yy, y, 1e-9); close(rm, rm_ref); close(rv, rv_ref)
     ddx, ddg, ddb = N.batchnorm_backward_aten(dy, gamma, cache)
     close(ddx, dx, 1e-8); close(ddg, dg, 1e-9); close(ddb, db)
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.0), dict(momentum=0.9, weight_decay=5e-4),
+                                dict(momentum=0.9, nesterov=True)])
+def test_sgd_multi_tensor_step_matches_torch(kw):
+    shapes = [(5, 3), (7,), (2, 2, 3)]
+    ps = [torch.randn(s, dtype=D) for s in shapes]
+    tps = [p.clone().requires_grad_(True) for p in ps]
+    opt_t = torch.optim.SGD(tps, lr=0.1, **kw)
+    ours = SGD(lr=0.1, **kw)
+    for i in range(4):
+        gs = [torch.randn(s, dtype=D, generator=torch.Generator().manual_seed(i * 10 + j)) for j, s in enumerate(shapes)]
+        for tp, g in zip(tps, gs):
+            tp.grad = g.clone()
+        opt_t.step()
+        ps = ours.step(["a", "b", "c"], ps, gs)
+    for p, tp in zip(ps, tps):
+        close(p, tp.detach())
+
+
+def test_batchnorm_eval_aten_matches_autograd():
+    x = torch.randn(3, 4, 5, 5, dtype=D)
+    gamma, beta, rm, rv = torch.randn(4, dtype=D), torch.randn(4, dtype=D), torch.randn(4, dtype=D), torch.rand(4, dtype=D) + .5
+    y, dy, (dx, dg, db) = grads_of(lambda t, a, b: F.batch_norm(t, rm, rv, a, b, False, 0.1, 1e-5), x, gamma, beta)
+    close(N.batchnorm_eval_aten(x, gamma, beta, rm, rv), y)
+    ddx, ddg, ddb = N.batchnorm_backward_eval_aten(dy, x, gamma, rm, rv)
+    close(ddx, dx); close(ddg, dg); close(ddb, db)

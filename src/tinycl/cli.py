@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="shipped")
     t.add_argument("--model", default="resnet8")
     t.add_argument("--initial-classes", type=int, default=4)
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--seed", type=int, default=0)

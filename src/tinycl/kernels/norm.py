@@ -82,3 +82,14 @@ def batchnorm_backward_aten(dy, gamma, cache, eps=1e-5):
     x, mean, inv_std = cache
     return torch.ops.aten.native_batch_norm_backward(dy, x, gamma, None, None, mean, inv_std, True, eps,
                                                      [True, True, True])
+
+
+def batchnorm_eval_aten(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    """Fused forward with running statistics (frozen BN). Returns ``y``."""
+    return torch.ops.aten.native_batch_norm(x, gamma, beta, running_mean, running_var, False, 0.0, eps)[0]
+
+
+def batchnorm_backward_eval_aten(dy, x, gamma, running_mean, running_var, eps=1e-5):
+    """Fused backward through running statistics: ``(dx, dgamma, dbeta)``."""
+    return torch.ops.aten.native_batch_norm_backward(dy, x, gamma, running_mean, running_var, None, None, False,
+                                                     eps, [True, True, True])

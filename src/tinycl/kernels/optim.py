@@ -35,6 +35,25 @@ class SGD:
             g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
         return p.add_(g, alpha=-self.lr)
 
+    def step(self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Update many parameters at once (multi-tensor kernels); same arithmetic as ``step_one``."""
+        partial = self.momentum and len({n in self.state for n in names}) > 1
+        if self.nesterov or self.dampening or partial:
+            return [self.step_one(n, p, g) for n, p, g in zip(names, params, grads)]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.momentum:
+            if names[0] not in self.state:
+                bufs = [g.clone() for g in grads]
+                self.state.update(zip(names, bufs))
+            else:
+                bufs = [self.state[n] for n in names]
+                torch._foreach_mul_(bufs, self.momentum)
+                torch._foreach_add_(bufs, grads)
+            grads = bufs
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+        return params
+
     def ops_per_param(self) -> int:
         return 1 + (1 if self.weight_decay else 0) + (2 if self.momentum else 0)
 
@@ -65,6 +84,9 @@ class Adam:
         step = self.lr / (1 - b1 ** t)
         denom = (v.sqrt() / math.sqrt(1 - b2 ** t)) + self.eps
         return p - step * m / denom
+
+    def step(self, names, params, grads):
+        return [self.step_one(n, p, g) for n, p, g in zip(names, params, grads)]
 
     def ops_per_param(self) -> int:
         return 10

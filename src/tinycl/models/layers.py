@@ -157,6 +157,9 @@ class BatchNorm2d(Layer):
                 N.batchnorm_update_running(rm, rv, cache[2], cache[3], x.numel() // x.shape[1], self.momentum)
             self.buffers["num_batches_tracked"] += 1
             self.saved = (ctx.impl, cache)
+        elif ctx.impl == "aten":
+            y = N.batchnorm_eval_aten(x, g, b, rm, rv, self.eps)
+            self.saved = ("eval_aten", x) if ctx.training else None
         else:
             y, inv_std = N.batchnorm_forward_eval(x, g, b, rm, rv, self.eps)
             self.saved = ("eval", x, inv_std) if ctx.training else None
@@ -168,6 +171,9 @@ class BatchNorm2d(Layer):
             dx, dg, db = N.batchnorm_backward_aten(dy, g, self.saved[1], self.eps)
         elif self.saved[0] == "im2col":
             dx, dg, db = N.batchnorm_backward_train(dy, g, self.saved[1])
+        elif self.saved[0] == "eval_aten":
+            dx, dg, db = N.batchnorm_backward_eval_aten(dy, self.saved[1], g, self.buffers["running_mean"],
+                                                        self.buffers["running_var"], self.eps)
         else:
             dx, dg, db = N.batchnorm_backward_eval(dy, self.saved[1], g, self.buffers["running_mean"],
                                                    self.saved[2])

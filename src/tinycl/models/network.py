@@ -145,11 +145,10 @@ class Network:
     def named_grads(self) -> dict[str, torch.Tensor]:
         """Parameter gradients keyed exactly as ``module.named_parameters()`` (unscaled)."""
         s = self.scaler.scale if self.scaler else 1.0
-        return {k: (p.grad / s if s != 1.0 else p.grad) for k, p in self.root.named_params()
-                if p.grad is not None}
+        return {k: (p.grad / s if s != 1.0 else p.grad) for k, p in self._params() if p.grad is not None}
 
     def zero_grad(self) -> None:
-        for _, p in self.root.named_params():
+        for _, p in self._params():
             p.grad = None
 
     def step(self, optimizer) -> bool:
@@ -160,12 +159,20 @@ class Network:
             if not self.scaler.update(overflow):
                 self.zero_grad()
                 return False
-        for name, p in self.root.named_params():
-            if name in self.frozen or name not in grads:
-                continue
-            p.set(self.precision.store_weight(optimizer.step_one(name, p.value, grads[name]), self.generator))
+        todo = [(n, p) for n, p in self._params() if n not in self.frozen and n in grads]
+        if todo:
+            names = [n for n, _ in todo]
+            new = optimizer.step(names, [p.value for _, p in todo], [grads[n] for n in names])
+            for (_, p), v in zip(todo, new):
+                p.set(self.precision.store_weight(v, self.generator))
         self.zero_grad()
         return True
+
+    def _params(self) -> list:
+        """The (name, Param) list, walked once: the layer tree does not change."""
+        if getattr(self, "_param_list", None) is None:
+            self._param_list = list(self.root.named_params())
+        return self._param_list
 
     def train_step(self, x, y, optimizer, loss: str = "ce") -> float:
         """One step: forward, loss, backward, update. Returns the loss (float)."""
