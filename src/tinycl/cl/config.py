@@ -14,7 +14,7 @@ from ..errors import TinyclError
 
 STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay")
 REPLACEMENTS = ("ar1", "reservoir", "class_balanced")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: ETA-style 8-bit training (numerics.blockfp)
 LR_BITS = tuple(range(1, 9)) + ("fp16", "fp32")
 
 DEFAULTS: dict = {
