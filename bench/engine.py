@@ -10,7 +10,8 @@ is reported. At batch 1, BatchNorm uses frozen statistics in both (as on a devic
     .venv/bin/python bench/engine.py --json out.json
 
 GFLOP/s counts 2 x (forward + input-gradient + weight-gradient MACs) of conv and linear
-layers per step; the peak is a measured FP32 1024^3 matmul on the same threads.
+layers per step; the peak is a measured FP32 1024^3 matmul on the same threads. Each
+framework cycles through the same pool of 16 random batches.
 """
 
 from __future__ import annotations
@@ -77,14 +78,22 @@ def run_case(name, kw, batch, precisions, rounds, k):
     ref.load_state_dict(model.state_dict())
     shape = model.input_shape
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, *shape, generator=g)
-    y = torch.randint(0, model.num_classes, (batch,), generator=g)
+    # a pool of batches cycled through: repeating one batch drives the loss to zero and the
+    # FP32 gradients into subnormals, which x86 handles ~20x slower (FP16 would flush them)
+    pool = [(torch.randn(batch, *shape, generator=g), torch.randint(0, model.num_classes, (batch,), generator=g))
+            for _ in range(16)]
+    it_n: dict[str, int] = {}
+
+    def nxt(counter, key):
+        counter[key] = counter.get(key, -1) + 1
+        return pool[counter[key] % len(pool)]
     ref.train()
     if batch == 1:
         ref.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)
     topt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9)
 
     def torch_step():
+        x, y = nxt(it_n, "torch")
         topt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(ref(x), y).backward()
         topt.step()
@@ -97,7 +106,7 @@ def run_case(name, kw, batch, precisions, rounds, k):
                 if layer.kind == "batchnorm2d":
                     layer.frozen_stats = True
         opt = SGD(lr=0.01, momentum=0.9)
-        nets[p] = (lambda net=net, opt=opt: net.train_step(x, y, opt))
+        nets[p] = (lambda net=net, opt=opt, p=p: net.train_step(*nxt(it_n, p), opt))
     for fn in [torch_step, *nets.values()]:
         timed(fn, 3)
     samples = {p: [] for p in ["torch", *precisions]}
