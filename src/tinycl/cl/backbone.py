@@ -52,7 +52,7 @@ def pretrain(model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int
     opt = SGD(lr=lr, momentum=0.9, weight_decay=5e-4)
     steps_per_epoch = max(1, len(x) // batch_size)
     total = epochs * steps_per_epoch
-    bar = tqdm(total=total, desc="pretrain", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc="pretrain", unit="step", disable=None if progress else True, leave=False)
     step = 0
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)

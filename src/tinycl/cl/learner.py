@@ -33,7 +33,7 @@ class Learner:
         """Train on latents ``x`` (float) with labels ``y``; returns the mean loss of the last epoch."""
         n = len(x)
         steps = max(1, (n + batch_size - 1) // batch_size)
-        bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+        bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=None if progress else True, leave=False)
         last = float("nan")
         for _ in range(epochs):
             perm = torch.randperm(n, generator=self.gen)

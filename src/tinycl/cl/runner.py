@@ -104,7 +104,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     back_macs = count_macs(setup.back, setup.latent_shape)
     front_macs = count_macs(setup.model, ds.image_shape)["forward"] - back_macs["forward"]
     test_y = ds.test.y
-    bar = tqdm(total=T, initial=start, desc="experiences", unit="exp", disable=not progress)
+    bar = tqdm(total=T, initial=start, desc="experiences", unit="exp", disable=None if progress else True)
     for i in range(start, T):
         t_exp = time.perf_counter()
         e = stream[i]
