@@ -62,7 +62,12 @@ class Residual(Layer):
         dy = self.post.backward(dy, ctx, True)
         d_body = self.body.backward(dy, ctx, need_input)
         d_short = self.shortcut.backward(dy, ctx, need_input)
-        return ctx.grad(d_body + d_short) if need_input else None
+        if not need_input:
+            return None
+        if d_body.untyped_storage().data_ptr() in (dy.untyped_storage().data_ptr(),
+                                                   d_short.untyped_storage().data_ptr()):
+            return ctx.grad(d_body + d_short)  # a branch passed dy through: no in-place
+        return ctx.grad(d_body.add_(d_short))
 
     def named_params(self):
         for c in (self.body, self.shortcut, self.post):
