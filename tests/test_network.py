@@ -165,10 +165,10 @@ def test_bad_inputs_raise_clear_errors():
         from_torch(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), (3, 5, 5))
 
 
-def test_residual_whose_branches_pass_the_gradient_through():
-    # body and shortcut both identity-like: the gradient sum must not be done in place on dy
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1),
-                          Residual(nn.Sequential(nn.Identity()), post=nn.ReLU()),
-                          Residual(nn.Sequential(nn.Identity(), nn.Identity())),
+def test_nested_residual_whose_inner_body_passes_the_gradient_through():
+    # the inner body returns dy itself; an in-place sum would corrupt the outer block's dy
+    # before the outer shortcut reads it
+    inner = Residual(nn.Sequential(nn.Identity()), shortcut=nn.Conv2d(3, 3, 1))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), Residual(inner, post=nn.ReLU()),
                           nn.Flatten(), nn.Linear(75, 2))
     check_against_autograd(model, (2, 5, 5), batch=2)
