@@ -43,7 +43,7 @@ def _step_cycles(l: LayerWork, step: str, target: Target, prec: str, batch: int,
             if bw:
                 cyc = max(cyc, traffic / bw)
         return cyc, tp.l1_bytes
-    comp = compute_cycles(l, step, target, prec)
+    comp = compute_cycles(l, step, target, prec, batch)
     bw = _bw(target, home)
     mem = traffic / bw if bw else 0.0
     return max(comp, mem) + target.layer_overhead_cycles, 0
@@ -130,9 +130,13 @@ def learning_event_cost(model: nn.Module, input_shape, latent_layer: str | None,
             "target": p["target"], "precision": precision}
 
 
+MAC_PRIMITIVES = ("conv", "pointwise", "depthwise", "linear")
+
+
 def mac_per_cycle(p: dict, trained_only: bool = True) -> float:
-    """Aggregate MAC/cycle of a profile: training MACs of all steps over all cycles."""
+    """Aggregate MAC/cycle of a profile: the MACs of conv and linear layers (forward, input and
+    weight gradient; BN, activation and pooling operations are not MACs) over all cycles."""
     macs = sum(sum(r["macs"][s] for s in ("forward", "backward_input", "backward_weight"))
                * (p["steps"] if not r["frozen"] else p["batch"]) for r in p["layers"]
-               if not (trained_only and r["frozen"]))
+               if r["primitive"] in MAC_PRIMITIVES and not (trained_only and r["frozen"]))
     return macs / p["total"]["cycles"] if p["total"]["cycles"] else math.nan

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from tinycl.errors import TinyclError
+from tinycl.hw.pulp_kernels import DwKernel, GemmKernel
 
 TARGET_DIR = Path(__file__).parent / "targets"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -57,6 +58,8 @@ class Target:
     active_power_w: float
     idle_power_w: float
     energy_pj_per_mac: dict[str, float] = field(default_factory=dict)
+    gemm: dict[str, GemmKernel] = field(default_factory=dict)        # precision -> shape-aware matmul
+    dw_kernel: dict[str, DwKernel] = field(default_factory=dict)     # precision -> shape-aware depthwise
     sources: dict[str, str] = field(default_factory=dict)  # dotted key -> source text
     path: str = ""
 
@@ -71,9 +74,9 @@ class Target:
         row = self.efficiency.get((precision, primitive))
         if row is None:   # a primitive without its own row runs at the conv row's rate
             row = self.efficiency.get((precision, "conv"))
-        if row is None:
+        if row is None or step not in row:
             raise TinyclError(f"target {self.name!r} has no efficiency row for "
-                              f"precision {precision!r}, primitive {primitive!r}")
+                              f"precision {precision!r}, primitive {primitive!r}, step {step!r}")
         return row[step]
 
 
@@ -146,7 +149,11 @@ class _Reader:
 
 _TOP_KEYS = {"schema", "name", "description", "kind", "clock_hz", "cores", "precisions", "memory",
              "efficiency", "elementwise_ops_per_cycle", "copy_elements_per_cycle", "overheads",
-             "power", "energy_pj_per_mac", "notes"}
+             "power", "energy_pj_per_mac", "gemm", "depthwise_kernel", "notes"}
+_GEMM_KEYS = ("unroll_rows", "unroll_cols", "simd", "k_step_cycles", "block_cycles", "leftover_mac_cycles",
+              "leftover_output_cycles")
+_GEMM_INTS = ("unroll_rows", "unroll_cols", "simd")
+_DW_KEYS = ("mac_cycles", "pixel_cycles")
 
 
 def parse_target(data, where: str = "<dict>") -> Target:
@@ -217,16 +224,16 @@ def parse_target(data, where: str = "<dict>") -> Target:
         steps = {}
         for s in STEPS:
             v = row.get(s)
-            if v is None and p == "int8" and s != "forward":
-                continue   # the INT8 frozen stage only runs forward
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 r.fail(f"{key}.{s}", f"must be a MAC/cycle number > 0, got {v!r}")
             steps[s] = float(v)
         r.sources[f"efficiency.{p}.{prim}"] = r.check_source(f"{key}.source", row.get("source"))
         eff[(p, prim)] = steps
+    gemm = _kernel_section(r, data, "gemm", _GEMM_KEYS, GemmKernel)
+    dwk = _kernel_section(r, data, "depthwise_kernel", _DW_KEYS, DwKernel)
     for p in precisions:
-        if (p, "conv") not in eff:
-            r.fail("efficiency", f"has no 'conv' row for supported precision {p!r}")
+        if (p, "conv") not in eff and p not in gemm:
+            r.fail("efficiency", f"has no 'conv' row (and no 'gemm' entry) for supported precision {p!r}")
 
     ew_sec = r.section(data, "elementwise_ops_per_cycle")
     ew = {p: r.number(ew_sec, p, f"elementwise_ops_per_cycle.{p}") for p in ew_sec}
@@ -248,4 +255,28 @@ def parse_target(data, where: str = "<dict>") -> Target:
                   elementwise_ops_per_cycle=ew, copy_elements_per_cycle=copy,
                   layer_overhead_cycles=layer_ov, tile_overhead_cycles=tile_ov,
                   active_power_w=active, idle_power_w=idle, energy_pj_per_mac=e_mac,
-                  sources=r.sources, path=where)
+                  gemm=gemm, dw_kernel=dwk, sources=r.sources, path=where)
+
+
+def _kernel_section(r: _Reader, data: dict, key: str, fields: tuple, cls) -> dict:
+    """Optional per-precision kernel parameters (``gemm``, ``depthwise_kernel``): each a sourced number."""
+    sec = r.section(data, key, required=False)
+    out = {}
+    for p, entry in sec.items():
+        if p not in PRECISIONS:
+            r.fail(f"{key}.{p}", f"is not a precision ({', '.join(PRECISIONS)})")
+        if not isinstance(entry, dict):
+            r.fail(f"{key}.{p}", "must be a mapping")
+        for k in entry:
+            if k not in fields:
+                r.fail(f"{key}.{p}.{k}", f"is not a {key} key (allowed: {', '.join(fields)})")
+        vals = {f: r.number(entry, f, f"{key}.{p}.{f}", positive=f not in ("block_cycles", "pixel_cycles",
+                                                                          "leftover_output_cycles"))
+                for f in fields}
+        for f in _GEMM_INTS:
+            if f in vals:
+                if vals[f] != int(vals[f]):
+                    r.fail(f"{key}.{p}.{f}", f"must be a whole number, got {vals[f]!r}")
+                vals[f] = int(vals[f])
+        out[p] = cls(**vals)
+    return out

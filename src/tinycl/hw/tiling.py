@@ -8,7 +8,9 @@ buffer single). The weight gradient keeps its dW tile resident and streams the r
 Elementwise steps and the SGD update stream chunks of half of L1.
 
 A tile's time is ``max(compute, transfer) + tile overhead``; the first tile's transfer is not
-hidden. Compute = MACs / (MAC/cycle of the target table) + copied elements / copy rate.
+hidden. Compute = :func:`compute_cycles` of the tile's shape (the shape-aware kernel model
+of ``pulp_kernels`` where the target gives one, else MACs / table MAC/cycle) + copied
+elements / copy rate.
 All sizes in bytes, all times in cycles.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tinycl.hw.pulp_kernels import dw_cycles, gemm_cycles, gemm_dims, split_sizes
 from tinycl.hw.target import BYTES_PER_ELEMENT, Target
 from tinycl.hw.workload import LayerWork
 
@@ -37,17 +40,61 @@ class TilePlan:
     fits: bool
 
 
-def compute_cycles(l: LayerWork, step: str, target: Target, precision: str) -> float:
-    """Cycles of the arithmetic and the im2col/transpose copies of one step (no transfers)."""
+def step_dims(l: LayerWork, step: str, n: int) -> tuple:
+    """(C, P, taps, Cin/groups, Cout/groups) of a conv-like step on ``n`` samples.
+
+    C: channels the step produces (Cin for the input gradient, else Cout); P: the pixels it
+    runs over (input pixels for the input gradient, else output pixels; rows for a linear).
+    """
+    if l.primitive == "linear":
+        rows = n * int(math.prod(l.in_shape[:-1]))
+        ci, co = l.in_shape[-1], l.out_shape[-1]
+        return (ci if step == "backward_input" else co), rows, 1, ci, co
+    ci, hi, wi = (tuple(l.in_shape) + (1, 1))[:3]
+    co, ho, wo = (tuple(l.out_shape) + (1, 1))[:3]
+    g = l.geom.get("groups", 1)
+    taps = l.geom.get("kh", 1) * l.geom.get("kw", 1)
+    if step == "backward_input":
+        return ci, n * hi * wi, taps, ci // g, co // g
+    return co, n * ho * wo, taps, ci // g, co // g
+
+
+def compute_cycles(l: LayerWork, step: str, target: Target, precision: str, batch: int = 1,
+                   co: int | None = None, px: int | None = None) -> float:
+    """Cycles of the arithmetic and the im2col/transpose copies of one step (no transfers).
+
+    ``batch``: samples in the step; ``co`` x ``px``: the tile (channels x pixels, see
+    :func:`step_dims`; default the whole step). A target with a ``gemm`` (``depthwise_kernel``)
+    entry for ``precision`` uses the shape-aware model of :mod:`tinycl.hw.pulp_kernels` over the
+    tiles; otherwise MACs / (MAC/cycle of the efficiency table).
+    """
     macs = l.macs[step]
     if macs == 0:
         return 0.0
-    if l.primitive in MATMUL and step != "update":
-        eff = target.macs_per_cycle(precision, l.primitive, step)
-        b = BYTES_PER_ELEMENT[precision]
-        copies = l.scratch_bytes[step] / b
-        return macs / eff + copies / target.copy_elements_per_cycle
-    return macs / target.elementwise_ops_per_cycle[precision]
+    if l.primitive not in MATMUL or step == "update":
+        return macs / target.elementwise_ops_per_cycle[precision]
+    b = BYTES_PER_ELEMENT[precision]
+    copies = l.scratch_bytes[step] / b / target.copy_elements_per_cycle
+    gk = target.gemm.get(precision)
+    dk = target.dw_kernel.get(precision)
+    if l.primitive == "depthwise" and dk is not None:
+        C, P, taps, _, _ = step_dims(l, step, batch)
+        cyc = 0.0
+        for cs, cn in split_sizes(C, co or C):
+            for ps, pn in split_sizes(P, px or P):
+                part = macs * cs * ps / (C * P)
+                outs = cs * (taps if step == "backward_weight" else ps)
+                cyc += cn * pn * dw_cycles(cs, part, outs, dk, target.cores)
+        return cyc + copies
+    if l.primitive != "depthwise" and gk is not None:
+        C, P, taps, rf, rb = step_dims(l, step, batch)
+        cyc = 0.0
+        for cs, cn in split_sizes(C, co or C):
+            for ps, pn in split_sizes(P, px or P):
+                cyc += cn * pn * gemm_cycles(*gemm_dims(step, cs, ps, taps, rf, rb), gk, target.cores)
+        return cyc + copies
+    eff = target.macs_per_cycle(precision, l.primitive, step)
+    return macs / eff + copies
 
 
 def _in_extent(px: int, w_out: int, h_in: int, w_in: int, k_h: int, k_w: int, s: int) -> int:
@@ -83,7 +130,8 @@ def _conv_terms(l: LayerWork, step: str, b: int, n: int):
         def fixed(px):
             return (0 if dw else 2 * src(px) * co_ * b) + (px * kk * red * b if col else 0)
         def per_co(px):
-            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else red) * b + px * b)
+            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else red) * b + px * b) \
+                + (px * kk * b if dw else 0)     # depthwise im2row rows of this channel
         return C, P, fixed, per_co
     C, P = co_, n * ho * wo
     def src(px):
@@ -92,10 +140,10 @@ def _conv_terms(l: LayerWork, step: str, b: int, n: int):
         return (0 if dw else 2 * src(px) * ci * b) + (px * kk * cg * b if col else 0)
     if step == "forward":
         def per_co(px):
-            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else cg) * b + px * b)
+            return 2 * ((src(px) * b if dw else 0) + kk * (1 if dw else cg) * b + px * b) + (px * kk * b if dw else 0)
     else:                          # backward_weight: dW tile resident, dY and X streamed
         def per_co(px):
-            return 2 * ((src(px) * b if dw else 0) + px * b) + kk * (1 if dw else cg) * b
+            return 2 * ((src(px) * b if dw else 0) + px * b) + kk * (1 if dw else cg) * b + (px * kk * b if dw else 0)
     return C, P, fixed, per_co
 
 
@@ -112,7 +160,7 @@ def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: in
     l1 = target.memory[0].size_bytes
     bw = target.memory[1].bandwidth_bytes_per_cycle or 1.0
     b = BYTES_PER_ELEMENT[precision]
-    comp = compute_cycles(l, step, target, precision)
+    comp = compute_cycles(l, step, target, precision, batch)
     traffic = l.bytes_read[step] + l.bytes_written[step]
     if comp == 0 and traffic == 0:
         return TilePlan(0, 0, 0, 0, 0, 0.0, 0.0, True)
@@ -139,6 +187,7 @@ def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: in
         w_bytes = l.params * b
         a_bytes = l.bytes_read[step] - (w_bytes if step != "backward_weight" else 0)
         dma = a_bytes * n_co + (w_bytes * n_h if step != "backward_weight" else 0) + l.bytes_written[step]
+        comp = compute_cycles(l, step, target, precision, batch, co, h)
         t, c = dma / tiles / bw, comp / tiles
         cyc = t + tiles * (max(c, t) + ov) + target.layer_overhead_cycles
         ws = fixed(h) + co * per_co(h)
@@ -147,6 +196,7 @@ def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: in
     if best is None:   # even one row of one channel overflows L1
         ws = fixed(1) + per_co(1)
         tiles = C * R
+        comp = compute_cycles(l, step, target, precision, batch, 1, 1)
         cyc = traffic / bw + tiles * (max(comp / tiles, traffic / tiles / bw) + ov) + target.layer_overhead_cycles
         best = TilePlan(tiles, 1, 1, int(ws), traffic, comp, cyc, False)
     return best

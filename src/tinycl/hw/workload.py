@@ -307,13 +307,16 @@ def build_workload(model: nn.Module, input_shape, latent_layer: str | None = Non
             rd["update"] = 2 * wb
             wr["update"] = wb
         scratch = dict.fromkeys(STEP_NAMES, 0)
-        if nd.prim == "conv" and not frozen:
+        if nd.prim in ("conv", "depthwise") and not frozen:
+            # im2row buffers (PULP-TrainLib builds them for depthwise too: one row of kh*kw taps
+            # per channel and pixel); the input gradient's also holds the flipped weights
             kh, kw = nd.mod.kernel_size
-            g = nd.mod.groups
+            g = 1 if nd.prim == "depthwise" else nd.mod.groups
             scratch["forward"] = scratch["backward_weight"] = \
                 n * nd.outs[1] * nd.outs[2] * kh * kw * (nd.ins[0] // g) * b
             if macs["backward_input"]:
-                scratch["backward_input"] = n * nd.ins[1] * nd.ins[2] * kh * kw * (nd.outs[0] // g) * b + wb
+                scratch["backward_input"] = n * nd.ins[1] * nd.ins[2] * kh * kw * (nd.outs[0] // g) * b \
+                    + (wb if nd.prim == "conv" else 0)
         elif nd.prim in ("pointwise", "linear") and not frozen:
             if macs["backward_input"]:
                 scratch["backward_input"] = wb            # transposed weights
