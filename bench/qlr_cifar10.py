@@ -8,8 +8,10 @@ Protocol (also in docs/results.md):
 - stream: those 4 classes, then 3 experiences of 2 classes; the front (up to the latent
   layer) is frozen and run in INT8; the back is trained with SGD in FP32;
 - strategies: naive, joint, raw replay (uint8 images at the bytes of the 8-bit latent
-  memory), latent replay with FP32 latents, and quantized latent replay at 8/7/6/4/2 bits,
-  each at two memory sizes and two latent layers; mean and spread over seeds. A seed
+  memory), latent replay with FP32 latents, quantized latent replay at 8/7/6/4/2 bits with the
+  same number of latents, and at 4/2 bits with as many latents as fit in the 8-bit memory's
+  bytes (eq4, eq2: the equal-byte comparison with raw replay), each at two memory sizes and two
+  latent layers; mean and spread over seeds. A seed
   changes training order, replay sampling and memory choices; class order and the front's
   calibration are fixed (seed 0) so all runs share one set of latents per layer.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tarfile
@@ -32,10 +35,12 @@ import torch
 
 from tinycl.cl.backbone import load_backbone, pretrain, save_backbone
 from tinycl.cl.config import validate
+from tinycl.cl.footprint import ENTRY_IDS
 from tinycl.cl.runner import run
 from tinycl.cl.scenarios import class_incremental
 from tinycl.cl.setup import build
 from tinycl.data import load
+from tinycl.numerics.packing import row_nbytes
 
 CACHE = Path.home() / ".cache" / "tinycl"
 TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-images.tar.gz"
@@ -73,6 +78,12 @@ def backbone(spec: str, epochs: int, initial: int) -> Path:
     return path
 
 
+def equal_bytes_capacity(size: int, latent_shape, bits: int) -> int:
+    """Slots of ``bits``-bit latents that fit in the bytes of ``size`` 8-bit latents (ids included)."""
+    d = math.prod(latent_shape)
+    return (size * (row_nbytes(d, 8) + ENTRY_IDS)) // (row_nbytes(d, bits) + ENTRY_IDS)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tarball", type=Path, default=TARBALL)
@@ -82,7 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2, help="epochs per experience")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--strategies", nargs="+",
-                    default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "2"])
+                    default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "2", "eq4", "eq2"],
+                    help="naive, joint, raw (uint8 images at the 8-bit memory's bytes), lr32 (FP32 latents), "
+                         "N (N-bit latents, same count), eqN (N-bit latents filling the 8-bit memory's bytes)")
     ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
     ap.add_argument("--json", type=Path, default=Path("bench/qlr_cifar10.json"))
     args = ap.parse_args(argv)
@@ -111,13 +124,17 @@ def main(argv=None) -> int:
                         cfg["strategy"] = strat
                     elif strat == "raw":
                         cfg.update(strategy="raw_replay", lr_bits=8)
+                    elif strat.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
+                        bits = int(strat[2:])
+                        cfg.update(strategy="latent_replay", lr_bits=bits,
+                                   n_replays=equal_bytes_capacity(size, setup.latent_shape, bits))
                     else:
                         cfg.update(strategy="latent_replay", lr_bits="fp32" if strat == "lr32" else int(strat))
                     t = time.perf_counter()
                     res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
                     secs.append(time.perf_counter() - t)
                     accs.append(100 * res["average_accuracy"])
-                    mem = res["footprint_bytes"]["replay_memory"]
+                    mem = res["footprint_bytes"]["replay_memory"]  # full capacity, bytes
                     cap = res["replay_capacity"]
                 row = dict(layer=layer, size=size, strategy=strat, capacity=cap, replay_bytes=mem,
                            acc_mean=statistics.mean(accs), acc_std=statistics.pstdev(accs) if len(accs) > 1 else 0.0,
