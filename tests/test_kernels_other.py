@@ -213,3 +213,13 @@ def test_batchnorm_eval_aten_matches_autograd():
     close(N.batchnorm_eval_aten(x, gamma, beta, rm, rv), y)
     ddx, ddg, ddb = N.batchnorm_backward_eval_aten(dy, x, gamma, rm, rv)
     close(ddx, dx); close(ddg, dg); close(ddb, db)
+
+
+def test_op_counts_by_hand():
+    # 2x2 max pool over a 1x3x8x8 input -> 48 outputs, 4 compares each
+    assert P.pool_ops(48, (2, 2))["forward"] == 192
+    assert P.pool_ops(3, None, in_numel=192)["forward"] == 192
+    assert M.elementwise_ops(10)["backward_input"] == 10 and M.elementwise_ops(10, False)["backward_input"] == 0
+    assert A.elementwise_ops(7) == {"forward": 7, "backward_input": 7, "backward_weight": 0, "update": 0}
+    assert N.batchnorm_ops(100, 4)["update"] == 8
+    assert SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).ops_per_param() == 4

@@ -172,3 +172,34 @@ def test_nested_residual_whose_inner_body_passes_the_gradient_through():
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), Residual(inner, post=nn.ReLU()),
                           nn.Flatten(), nn.Linear(75, 2))
     check_against_autograd(model, (2, 5, 5), batch=2)
+
+
+def test_training_on_the_shipped_real_data_lowers_the_loss():
+    from tinycl.cl.backbone import normalizer, to_input
+    from tinycl.data import load
+    ds = load("shipped")
+    torch.manual_seed(0)
+    x8, y = ds.train.x[:512], ds.train.y[:512]
+    mean, std = normalizer(x8)
+    x = to_input(x8, mean, std)
+    net = from_torch(create("resnet8"), (3, 32, 32))
+    opt = SGD(lr=0.05, momentum=0.9)
+    losses = [net.train_step(x[i:i + 64], y[i:i + 64], opt) for _ in range(3) for i in range(0, 512, 64)]
+    assert sum(losses[-8:]) / 8 < 0.9 * sum(losses[:8]) / 8
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_fp16_without_master_weights_keeps_weights_in_fp16(stochastic):
+    from tinycl.numerics.precision import get_precision
+    prec = get_precision("fp16", master_weights=False, stochastic=stochastic, loss_scale=None)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    net = from_torch(model, (3, 8, 8), precision=prec)
+    net.generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
+    first = net.train_step(x, y, SGD(lr=0.1))
+    opt = SGD(lr=0.1)
+    for _ in range(20):
+        last = net.train_step(x, y, opt)
+    assert last < first
+    for v in net.named_parameters().values():
+        assert torch.equal(v, v.half().float())  # stored in FP16, no hidden FP32 copy

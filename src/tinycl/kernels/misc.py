@@ -29,3 +29,8 @@ def dropout_forward(x: torch.Tensor, p: float, generator: torch.Generator | None
 
 def dropout_backward(dy: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return dy if mask is None else dy * mask
+
+
+def elementwise_ops(numel: int, backward: bool = True) -> dict[str, int]:
+    """Operations of a residual add or dropout: one per element forward (and backward)."""
+    return {"forward": numel, "backward_input": numel if backward else 0, "backward_weight": 0, "update": 0}

@@ -46,3 +46,12 @@ def global_avgpool_forward(x):
 def global_avgpool_backward(dy, x_shape):
     h, w = x_shape[2:]
     return (dy / (h * w)).expand(x_shape).contiguous()
+
+
+def pool_ops(out_numel: int, kernel: tuple[int, int] | None, in_numel: int | None = None) -> dict[str, int]:
+    """Operations (compares or adds, not MACs): a window of kh*kw per output element forward,
+    one scatter per output element backward; global pooling reads every input once."""
+    if kernel is None:  # global average pool
+        return {"forward": in_numel, "backward_input": in_numel, "backward_weight": 0, "update": 0}
+    kh, kw = kernel
+    return {"forward": out_numel * kh * kw, "backward_input": out_numel * kh * kw, "backward_weight": 0, "update": 0}
