@@ -21,7 +21,7 @@ def run(argv, capsys):
 
 
 @pytest.mark.parametrize("target", sorted(list_targets()))
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16", "int8"])
 def test_profile_small_models_every_target_and_precision(target, precision, capsys):
     for model in ("tinycl-net", "resnet8"):
         rc, out = run(["profile", "--model", model, "--target", target, "--precision", precision, "--json"], capsys)

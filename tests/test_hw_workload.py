@@ -113,3 +113,16 @@ def test_errors_are_clear():
         build_workload(m, (5,), None)
     with pytest.raises(UnsupportedLayerError, match="LSTM"):
         build_workload(seq(r=nn.LSTM(4, 4)), (2, 4), None)
+
+
+def test_int8_policy_one_byte_and_depthwise_im2row_by_hand():
+    m = seq(pre=nn.Conv2d(2, 2, 1), dw=nn.Conv2d(2, 2, 3, padding=1, groups=2, bias=False))
+    w8 = build_workload(m, (2, 5, 5), None, "int8")
+    w32 = build_workload(m, (2, 5, 5), None, "fp32")
+    dw8, dw32 = by_name(w8)["dw"], by_name(w32)["dw"]
+    # forward reads x (2*25) + W (18) elements, writes y (50): 1 byte each in int8, 4 in fp32
+    assert dw8.bytes_read["forward"] == 68 and dw32.bytes_read["forward"] == 4 * 68
+    assert dw8.bytes_written["forward"] == 50
+    # im2row of the depthwise: 25 pixels x 9 taps x 2 channels, for forward, weight and input grads
+    assert dw8.scratch_bytes["forward"] == dw8.scratch_bytes["backward_weight"] == 450
+    assert dw8.scratch_bytes["backward_input"] == 450 and dw32.scratch_bytes["forward"] == 1800

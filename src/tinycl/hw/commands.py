@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="zoo model name (tinycl.models.registry)")
     p.add_argument("--config", help="YAML file with keys: " + ", ".join(sorted(_CONFIG_KEYS)))
     p.add_argument("--target", help=f"built-in target ({', '.join(list_targets())}) or a YAML file path")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="training precision (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="training precision (default fp32; int8 = the 8-bit ETA policy, 1 byte per element)")
     p.add_argument("--latent-layer", help="split point: layers up to it are frozen (default: train all)")
     p.add_argument("--batch", type=int, help="new samples per learning event and step (default 1)")
     p.add_argument("--step-batch", type=int, help="samples per training step (default: --batch)")
