@@ -176,3 +176,17 @@ def test_run_follows_a_datasets_official_stream(tmp_path):
                "n_replays": 10}, tmp_path / "r", progress=False)
     assert [e["classes"] for e in res["experiences"]] == [e.classes for e in official]
     assert [e["train"] for e in res["experiences"]] == [len(e.train_idx) for e in official]
+
+
+def test_run_on_a_cifar10_pickle_folder(tmp_path):
+    from test_data import _write_cifar
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, n_per_batch=40)
+    r = _cli("run", "--data", f"cifar10:{folder}", "--set", "model=tinycl-net", "--set", "backbone=none",
+             "--set", "latent_layer=relu", "--set", "initial_classes=4", "--set", "classes_per_experience=3",
+             "--set", "pretrain_epochs=1", "--set", "epochs=1", "--set", "n_replays=16", "--set", "batch_size=8",
+             "--set", "replay_batch=8", "--out", str(tmp_path / "out"), "--quiet", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["latent_shape"] == [8, 30, 30] and len(res["experiences"]) == 3
+    assert sum(e["train"] for e in res["experiences"]) == 5 * 40
