@@ -42,8 +42,13 @@ def exact_round(q: Fraction, fmt: str) -> Fraction:
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
 def test_round_to_is_correct_rounding(fmt):
-    x = torch.cat([torch.randn(2000, dtype=torch.float64) * 10.0 ** torch.randint(-6, 4, (2000,)),
-                   torch.tensor([2.0 ** -24 * 1.5, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11], dtype=torch.float64)])
+    g = torch.Generator().manual_seed(0)
+    # regression: sums just above a midpoint that float32 rounds onto it (double rounding)
+    tricky = [1 + 2.0 ** -11 + 2.0 ** -40, 1 + 2.0 ** -8 + 2.0 ** -40, -(1 + 2.0 ** -11 + 2.0 ** -40),
+              -0.527587900128367, 2.0 ** -24 * 1.5, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11]
+    x = torch.cat([torch.randn(20000, dtype=torch.float64, generator=g)
+                   * 10.0 ** torch.randint(-6, 4, (20000,), generator=g),
+                   torch.tensor(tricky, dtype=torch.float64)])
     r = round_to(x, fmt)
     for xi, ri in zip(x.tolist(), r.tolist()):
         assert Fraction(ri) == exact_round(Fraction(xi), fmt), (xi, ri)
@@ -73,6 +78,12 @@ def test_native_matmul_bit_exact_vs_scalar_reference(fmt, m, k, n, seed):
             for t in range(k):  # one fused multiply-add, exactly rounded, per MAC
                 acc = exact_round(acc + Fraction(a[i, t].item()) * Fraction(b[t, j].item()), fmt)
             assert Fraction(got[i, j].item()) == acc
+
+
+def test_native_matmul_regression_double_rounding():
+    a = torch.tensor([[1.0, 1.01953125]], dtype=torch.float64)
+    b = torch.tensor([[1.0], [2009 * 2.0 ** -22]], dtype=torch.float64)
+    assert matmul_native(a, b, "fp16").item() == 1.0009765625  # the correctly rounded FMA chain
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])

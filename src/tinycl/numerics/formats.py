@@ -57,7 +57,22 @@ def round_to(x: torch.Tensor, fmt: str) -> torch.Tensor:
         return x
     if fmt == "fp32" and x.dtype == torch.float64:
         return x.to(torch.float32).to(torch.float64)
+    if x.dtype == torch.float64:  # torch converts float64 -> half via float32: two roundings
+        return _to_float32_odd(x).to(dtype).to(x.dtype)
     return x.to(dtype).to(x.dtype)
+
+
+def _to_float32_odd(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> float32 with round-to-odd: exact values stay, inexact ones go to the
+    neighbour toward zero with the last bit set. A later round-to-nearest-even to any format
+    of at most 22 significand bits (FP16: 11, BF16: 8) is then the correctly rounded result
+    (Boldo & Melquiond 2008), which a plain float64 -> float32 -> FP16 chain is not."""
+    x32 = x.to(torch.float32)
+    back = x32.to(torch.float64)
+    inexact = (back != x) & torch.isfinite(x32)
+    toward_zero = torch.where(back.abs() > x.abs(), torch.nextafter(x32, torch.zeros_like(x32)), x32)
+    odd = (toward_zero.view(torch.int32) | 1).view(torch.float32)
+    return torch.where(inexact, odd, x32)
 
 
 def stochastic_round(x: torch.Tensor, fmt: str, generator: torch.Generator | None = None) -> torch.Tensor:
