@@ -203,3 +203,31 @@ def test_fp16_without_master_weights_keeps_weights_in_fp16(stochastic):
     assert last < first
     for v in net.named_parameters().values():
         assert torch.equal(v, v.half().float())  # stored in FP16, no hidden FP32 copy
+
+
+def test_frozen_submodules_are_respected_and_flags_kept():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3)).to(D)
+    model.train()
+    model[1].eval()  # the usual way to freeze BN statistics
+    model[3].eval()
+    model[1].running_mean.normal_()
+    net = from_torch(model, (2, 6, 6))
+    assert [m.training for m in model] == [True, False, True, False, True, True]  # not clobbered
+    x = torch.randn(3, 2, 6, 6, dtype=D)
+    y = net.forward(x)
+    dy = torch.randn_like(y)
+    dx = net.backward(dy)
+    y_ref, dx_ref, g_ref = autograd_reference(model, x, dy)
+    assert torch.allclose(y, y_ref) and torch.allclose(dx, dx_ref)
+    assert torch.allclose(net.named_grads()["1.weight"], g_ref["1.weight"])
+
+
+def test_subclass_with_its_own_forward_is_rejected():
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(UnsupportedLayerError, match=r"'1' of type Scaled .*own forward"):
+        from_torch(nn.Sequential(nn.Flatten(), Scaled(4, 2)), (4,))

@@ -44,17 +44,32 @@ def register_converter(module_type: type, fn) -> None:
     CONVERTERS[module_type] = fn
 
 
-def convert(m: nn.Module, path: str = "") -> T.Layer:
-    """Convert one module (recursively) to a tinycl layer tree."""
+_BUILTIN = (nn.Sequential, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.MaxPool2d,
+            nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
+def convert(m: nn.Module, path: str = "", frozen: bool = False, root_training: bool = False) -> T.Layer:
+    """Convert one module (recursively) to a tinycl layer tree.
+
+    ``frozen``: the root (``root_training``) is in training mode and this submodule, or one
+    around it, in eval mode: a frozen BatchNorm keeps its running statistics and an
+    eval-mode Dropout does nothing, as in torch.
+    """
+
+    def child(c, name):
+        return convert(c, pre + name, frozen or (root_training and not c.training), root_training)
+
     pre = path + "." if path else ""
     for t, fn in CONVERTERS.items():
         if isinstance(m, t):
             return fn(m, path)
+    base = next((b for b in _BUILTIN if isinstance(m, b)), None)
+    if base is not None and type(m).forward is not base.forward:
+        raise _unsupported(path, m, f"a subclass of {base.__name__} with its own forward")
     if isinstance(m, nn.Sequential):
-        return Sequential(path, [convert(c, pre + n) for n, c in m.named_children()])
+        return Sequential(path, [child(c, n) for n, c in m.named_children()])
     if isinstance(m, TorchResidual):
-        return Residual(path, convert(m.body, pre + "body"), convert(m.shortcut, pre + "shortcut"),
-                        convert(m.post, pre + "post"))
+        return Residual(path, *(child(getattr(m, k), k) for k in ("body", "shortcut", "post")))
     if isinstance(m, nn.Conv2d):
         if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise _unsupported(path, m, "needs dilation 1, zeros padding and numeric padding")
@@ -66,7 +81,7 @@ def convert(m: nn.Module, path: str = "") -> T.Layer:
         if not m.affine or not m.track_running_stats or m.momentum is None:
             raise _unsupported(path, m, "needs affine=True, track_running_stats=True and a numeric momentum")
         return T.BatchNorm2d(path, _t(m.weight), _t(m.bias), _t(m.running_mean), _t(m.running_var),
-                             _t(m.num_batches_tracked), m.eps, m.momentum)
+                             _t(m.num_batches_tracked), m.eps, m.momentum, frozen_stats=frozen)
     if isinstance(m, nn.ReLU):
         return T.Activation(path, "relu")
     if isinstance(m, nn.ReLU6):
@@ -90,7 +105,7 @@ def convert(m: nn.Module, path: str = "") -> T.Layer:
             raise _unsupported(path, m, "only start_dim=1, end_dim=-1")
         return T.Flatten(path)
     if isinstance(m, nn.Dropout):
-        return T.Dropout(path, m.p)
+        return T.Dropout(path, 0.0 if frozen else m.p)
     if isinstance(m, nn.Identity):
         return T.Identity(path)
     raise _unsupported(path, m)
@@ -104,11 +119,11 @@ def from_torch(module: nn.Module, input_shape, precision="fp32", impl: str = "at
     """
     if impl not in ("aten", "im2col"):
         raise TinyclError(f"unknown impl {impl!r}; allowed: aten, im2col")
-    net = Network(convert(module), tuple(input_shape), precision, impl)
+    net = Network(convert(module, root_training=module.training), tuple(input_shape), precision, impl)
     net.training = module.training
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     probe = torch.zeros((1, *net.input_shape), dtype=dtype)
-    was = module.training
+    flags = {m: m.training for m in module.modules()}  # restored exactly: eval() would clobber them
     try:
         module.eval()
         with torch.no_grad():
@@ -116,7 +131,8 @@ def from_torch(module: nn.Module, input_shape, precision="fp32", impl: str = "at
     except Exception as e:  # noqa: BLE001 - a shape mismatch in the user's module
         raise TinyclError(f"the module does not accept input shape {net.input_shape}: {e}") from None
     finally:
-        module.train(was)
+        for m, t in flags.items():
+            m.training = t
     out = net.predict(probe)
     if out.shape != ref.shape:
         raise TinyclError(f"imported network gives output shape {tuple(out.shape)}, torch gives {tuple(ref.shape)}")
