@@ -41,7 +41,7 @@ def step_macs(model: nn.Module, input_shape, batch: int) -> int:
         x = inp[0]
         if isinstance(m, nn.Conv2d):
             c = conv2d_macs(x.shape[0], m.in_channels, m.out_channels, x.shape[2], x.shape[3], *m.kernel_size,
-                            m.stride[0], m.padding[0], m.groups)
+                            m.stride, m.padding, m.groups)
         else:
             c = linear_macs(x.shape[0], m.in_features, m.out_features)
         total += c["forward"] + c["backward_input"] + c["backward_weight"]

@@ -68,3 +68,21 @@ def test_checkpoint_roundtrip_and_damage(tmp_path):
         checkpoint.load(path)
     assert path.read_bytes() == b"garbage"  # never deleted or rewritten by a failed load
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_checkpoint_name_exists_at_every_moment(tmp_path, monkeypatch):
+    """Between keeping the old state as .prev and moving the new one in, NAME must exist."""
+    import os
+    path = tmp_path / "state.ckpt"
+    checkpoint.save(path, {"n": 1})
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(path.exists())
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", spy)
+    checkpoint.save(path, {"n": 2})
+    assert seen and all(seen)
+    assert checkpoint.load(path)["n"] == 2 and checkpoint.load(tmp_path / "state.ckpt.prev")["n"] == 1

@@ -86,3 +86,14 @@ def test_conv_macs_hand_counts():
     # pointwise 1 x 32 x 4 x 4 -> 64: 16 * 64 * 32 = 32768
     assert conv2d_macs(1, 32, 64, 4, 4, 1, 1)["forward"] == 32768
     assert conv_out_size(32, 3, 2, 1) == 16 and conv_out_size(7, 2, 2, 0) == 3
+
+
+def test_conv_macs_non_square_stride_and_padding():
+    # ds-cnn's first conv: 1x49x10 input, 64 filters 10x4, stride 2, padding (5, 1): out 25x5
+    # -> 25 * 5 * 64 * 40 = 320,000 MACs (a square (5, 5) padding would count 576,000)
+    assert conv2d_macs(1, 1, 64, 49, 10, 10, 4, (2, 2), (5, 1))["forward"] == 320_000
+    from torch import nn
+
+    from tinycl.models.macs import count_macs
+    m = nn.Sequential(nn.Conv2d(1, 64, (10, 4), stride=2, padding=(5, 1)))
+    assert count_macs(m, (1, 49, 10))["forward"] == 320_000

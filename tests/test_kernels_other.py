@@ -223,3 +223,9 @@ def test_op_counts_by_hand():
     assert A.elementwise_ops(7) == {"forward": 7, "backward_input": 7, "backward_weight": 0, "update": 0}
     assert N.batchnorm_ops(100, 4)["update"] == 8
     assert SGD(lr=0.1, momentum=0.9, weight_decay=1e-4).ops_per_param() == 4
+
+
+def test_dropout_p1_gives_zeros_like_torch():
+    x = torch.randn(3, 4, dtype=D)
+    y, mask = M.dropout_forward(x, 1.0)
+    assert torch.equal(y, torch.zeros_like(x)) and torch.equal(M.dropout_backward(torch.ones_like(x), mask), mask)

@@ -4,7 +4,8 @@ Layout of a file: ``MAGIC`` (8 bytes), the SHA-256 of the payload (32 bytes), th
 payload length (8 bytes, little-endian), the payload (a ``torch.save`` stream).
 Writing goes to a temporary file in the same folder, is fsynced, then renamed over
 the target (atomic on POSIX), and the folder is fsynced; the previous file is kept
-as ``NAME.prev`` so a later corruption never leaves no good state behind.
+as ``NAME.prev`` (a hard link made before the swap, so ``NAME`` exists at every moment)
+and a later corruption never leaves no good state behind.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def save(path: str | Path, state: dict) -> int:
         f.write(blob)
         f.flush()
         os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
+    if path.exists():  # keep the last good state as NAME.prev, without a moment with no NAME
+        link = path.with_name(f".{path.name}.prev-{os.getpid()}")
+        if link.exists():
+            link.unlink()
+        os.link(path, link)
+        os.replace(link, path.with_name(path.name + ".prev"))
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     return len(blob)

@@ -17,15 +17,21 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dil
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _hw(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def conv2d_macs(n: int, cin: int, cout: int, hin: int, win: int, kh: int, kw: int,
-                stride: int = 1, padding: int = 0, groups: int = 1) -> dict[str, int]:
+                stride=1, padding=0, groups: int = 1) -> dict[str, int]:
     """MACs of each step of a Conv2d on an ``n x cin x hin x win`` input.
 
+    ``stride`` and ``padding`` are an int or an (h, w) pair.
     forward = n * cout * ho * wo * (cin / groups) * kh * kw, and the input and weight
     gradients are the same count (each output element meets each weight once).
     """
-    ho = conv_out_size(hin, kh, stride, padding)
-    wo = conv_out_size(win, kw, stride, padding)
+    (sh, sw), (ph, pw) = _hw(stride), _hw(padding)
+    ho = conv_out_size(hin, kh, sh, ph)
+    wo = conv_out_size(win, kw, sw, pw)
     m = n * cout * ho * wo * (cin // groups) * kh * kw
     params = cout * (cin // groups) * kh * kw
     return {"forward": m, "backward_input": m, "backward_weight": m, "update": params}

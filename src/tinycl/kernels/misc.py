@@ -22,6 +22,8 @@ def dropout_forward(x: torch.Tensor, p: float, generator: torch.Generator | None
     """Inverted dropout: returns ``(y, mask)`` with ``mask`` in {0, 1/(1-p)}."""
     if p <= 0.0:
         return x, None
+    if p >= 1.0:
+        return torch.zeros_like(x), torch.zeros_like(x)
     keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= p
     mask = keep.to(x.dtype) / (1.0 - p)
     return x * mask, mask

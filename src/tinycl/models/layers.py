@@ -274,11 +274,11 @@ class Dropout(Layer):
         if not ctx.training:
             return x
         y, self.saved = M.dropout_forward(x, self.p, ctx.generator)
-        return y
+        return ctx.act(y)
 
     def backward(self, dy, ctx, need_input=True):
         mask, self.saved = self.saved, None
-        return M.dropout_backward(dy, mask)
+        return ctx.grad(M.dropout_backward(dy, mask))
 
 
 class Identity(Layer):

@@ -21,7 +21,7 @@ def count_macs(model: nn.Module, input_shape, batch: int = 1) -> dict[str, int]:
         x = inp[0]
         if isinstance(m, nn.Conv2d):
             c = conv2d_macs(x.shape[0], m.in_channels, m.out_channels, x.shape[2], x.shape[3], *m.kernel_size,
-                            m.stride[0], m.padding[0], m.groups)
+                            m.stride, m.padding, m.groups)
         else:
             c = linear_macs(x.shape[0], m.in_features, m.out_features, m.bias is not None)
         for k in STEPS:
