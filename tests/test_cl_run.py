@@ -190,3 +190,18 @@ def test_run_on_a_cifar10_pickle_folder(tmp_path):
     res = json.loads(r.stdout)
     assert res["latent_shape"] == [8, 30, 30] and len(res["experiences"]) == 3
     assert sum(e["train"] for e in res["experiences"]) == 5 * 40
+
+
+def test_more_user_errors_are_one_line(folder, tmp_path):
+    r = _cli("run", "--set", "target=nosuch", "--out", str(tmp_path / "t"))
+    assert r.returncode == 2 and "target" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t").exists()  # stopped before any work
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = _cli("run", "--data", f"imagefolder:{folder}", "--set", "model=tinycl-net", "--set", "backbone=none",
+             "--set", "latent_layer=relu", "--out", str(blocker / "sub"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = _cli("pretrain", "--batch-size", "0", "--out", str(tmp_path / "b.ckpt"))
+    assert r.returncode == 2 and "--batch-size" in r.stderr
+    from tinycl.cl.config import apply_sets, validate
+    assert validate(apply_sets({}, ["learning_rate=1e-3"]))["learning_rate"] == 0.001

@@ -26,6 +26,7 @@ def _run(args) -> int:
             cfg["data"] = args.data
         cfg = C.apply_sets(cfg, args.set)
         out = args.out
+    _check_target(cfg, out, bool(args.resume))
     res = run(cfg, out, resume=bool(args.resume), progress=not args.quiet and not args.json,
               annotate=_event_cost)
     plots(res, out)
@@ -35,6 +36,21 @@ def _run(args) -> int:
         print(summary(res))
         print(f"\nresults: {out}/results.json, {out}/accuracy.png, {out}/memory.png")
     return 0
+
+
+def _check_target(cfg: dict, out: str, resume: bool) -> None:
+    """Resolve the configured target before any work (a bad one would fail only at the end)."""
+    from .cl import checkpoint
+    from .cl.config import DEFAULTS
+    from .hw.target import load_target
+
+    target = checkpoint.load(f"{out}/state.ckpt")["config"]["target"] if resume else cfg.get("target", DEFAULTS["target"])
+    if not isinstance(target, str):
+        raise TinyclError(f"config: 'target' must be a target name or a YAML path, got {target!r}")
+    try:
+        load_target(target)
+    except TinyclError as e:
+        raise TinyclError(f"config: 'target': {e}") from None
 
 
 def _event_cost(setup, cfg) -> dict | None:
@@ -47,6 +63,10 @@ def _event_cost(setup, cfg) -> dict | None:
 
 
 def _pretrain(args) -> int:
+    if args.batch_size < 1:
+        raise TinyclError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not args.lr > 0:
+        raise TinyclError(f"--lr must be > 0, got {args.lr}")
     from .cl.backbone import pretrain, save_backbone
     from .cl.config import validate
     from .cl.scenarios import class_incremental
@@ -141,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except TinyclError as e:
         print(f"tinycl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output folder that cannot be made, a full disk, ...
+        print(f"tinycl: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinycl: interrupted", file=sys.stderr)

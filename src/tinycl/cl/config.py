@@ -67,6 +67,11 @@ def validate(cfg: dict) -> dict:
             raise TinyclError(f"config: '{k}' must be an integer >= {1 if k in _INT_POS else 0}, got {v!r}")
     for k in _FLOAT_POS + _FLOAT_NONNEG:
         v = out[k]
+        if isinstance(v, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k in _FLOAT_POS and v == 0):
             raise TinyclError(f"config: '{k}' must be a number {'> 0' if k in _FLOAT_POS else '>= 0'}, got {v!r}")
         out[k] = float(v)
