@@ -205,3 +205,13 @@ def test_more_user_errors_are_one_line(folder, tmp_path):
     assert r.returncode == 2 and "--batch-size" in r.stderr
     from tinycl.cl.config import apply_sets, validate
     assert validate(apply_sets({}, ["learning_rate=1e-3"]))["learning_rate"] == 0.001
+
+
+def test_stale_factory_backbone_is_not_reused_for_another_config(folder, tmp_path):
+    out = tmp_path / "r"
+    run(cfg_for(folder), out, progress=False, stop_after=1)
+    (out / "state.ckpt").unlink()  # as if killed after the factory phase, before a checkpoint
+    with pytest.raises(TinyclError, match="another config"):
+        run(cfg_for(folder, seed=5), out, progress=False)
+    res = run(cfg_for(folder), out, progress=False)  # same config: the backbone is reused
+    assert res["backbone"] == "factory"

@@ -17,6 +17,9 @@ from . import backbone as B
 from .scenarios import class_incremental
 
 
+FACTORY_KEYS = ("data", "model", "seed", "initial_classes", "pretrain_epochs", "class_order")
+
+
 @dataclass
 class Setup:
     dataset: object
@@ -43,8 +46,13 @@ def _order(num_classes: int, first: list[int], seed: int, given) -> list[int]:
 def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
     """Shipped / given backbone when it fits the data, else the factory phase (saved in out_dir)."""
     saved = out_dir / "backbone.ckpt"
-    if saved.exists():
-        return B.load_backbone(saved), "factory"  # trained by this run before it was interrupted
+    made_by = {k: cfg[k] for k in FACTORY_KEYS}
+    if saved.exists():  # trained by this run (or an interrupted one) in this folder
+        b = B.load_backbone(saved)
+        if b.get("factory_config") != made_by:
+            raise TinyclError(f"{saved} was trained for another config ({b.get('factory_config')}); "
+                              f"use another --out")
+        return b, "factory"
     if cfg["backbone"] == "shipped" and cfg["data"] == "shipped" and cfg["model"] == "resnet8" \
             and B.SHIPPED.exists():
         return B.load_backbone(B.SHIPPED), "shipped"
@@ -64,6 +72,7 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
         mask = torch.isin(ds.train.y, torch.tensor(initial))
     b = B.pretrain(cfg["model"], ds.train.x[mask], ds.train.y[mask], ds.num_classes, initial,
                    cfg["pretrain_epochs"], seed=cfg["seed"], progress=progress)
+    b["factory_config"] = made_by
     B.save_backbone(saved, b)
     return b, "factory"
 
