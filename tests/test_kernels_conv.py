@@ -97,3 +97,22 @@ def test_conv_macs_non_square_stride_and_padding():
     from tinycl.models.macs import count_macs
     m = nn.Sequential(nn.Conv2d(1, 64, (10, 4), stride=2, padding=(5, 1)))
     assert count_macs(m, (1, 49, 10))["forward"] == 320_000
+
+
+@pytest.mark.parametrize("impl", ["aten", "im2col"])
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2),
+       st.integers(0, 2), st.integers(0, 2), st.integers(0, 3), st.integers(0, 3), st.booleans())
+def test_conv_non_square_kernel_stride_padding(impl, cin, cout, kh, kw, sh, sw, ph, pw, eh, ew, depthwise):
+    groups = cin if depthwise else 1
+    cout = cin if depthwise else cout
+    h, w = max(kh - 2 * ph, 1) + eh, max(kw - 2 * pw, 1) + ew
+    g = torch.Generator().manual_seed(kh * 100 + kw * 10 + sh + sw)
+    x = torch.randn(2, cin, h, w, dtype=torch.float64, generator=g, requires_grad=True)
+    wt = torch.randn(cout, cin // groups, kh, kw, dtype=torch.float64, generator=g, requires_grad=True)
+    y = F.conv2d(x, wt, None, (sh, sw), (ph, pw), 1, groups)
+    dy = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    y.backward(dy)
+    _close(conv2d_forward(x.detach(), wt.detach(), None, (sh, sw), (ph, pw), groups, impl), y.detach())
+    _close(conv2d_backward_input(dy, wt.detach(), x.shape, (sh, sw), (ph, pw), groups, impl), x.grad)
+    dw, _ = conv2d_backward_weight(dy, x.detach(), wt.shape, (sh, sw), (ph, pw), groups, False, impl)
+    _close(dw, wt.grad)
