@@ -31,7 +31,7 @@ def autograd_reference(model, x, dy):
     return y.detach(), xr.grad, {k: p.grad for k, p in model.named_parameters()}
 
 
-def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9):
+def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9, channels_last=None):
     torch.manual_seed(0)
     model = model.to(D).train()
     for m in model.modules():  # non-trivial BN statistics and affine parameters
@@ -40,7 +40,7 @@ def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9):
             m.weight.data.normal_(1, 0.2); m.bias.data.normal_(0, 0.2)
         if isinstance(m, nn.Dropout):
             m.p = 0.0  # random masks differ from torch's; dropout is checked on its own
-    net = from_torch(model, input_shape, impl=impl)
+    net = from_torch(model, input_shape, impl=impl, channels_last=channels_last)
     net.train()
     x = torch.randn(batch, *input_shape, dtype=D)
     y = net.forward(x)
@@ -57,11 +57,15 @@ def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9):
     return net
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("name", sorted(ZOO_CASES))
-def test_zoo_model_matches_autograd(name):
+def test_zoo_model_matches_autograd(name, channels_last):
     kw = dict(ZOO_CASES[name])
     model = create(name, **kw)
-    check_against_autograd(model, model.input_shape)
+    net = check_against_autograd(model, model.input_shape, channels_last=channels_last)
+    w4 = [p for p in net.named_parameters().values() if p.dim() == 4]
+    unambiguous = [p for p in w4 if p.shape[1] > 1 and p.shape[2:] != (1, 1)]  # else both layouts coincide
+    assert all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in unambiguous)
 
 
 def test_every_registered_model_is_covered():

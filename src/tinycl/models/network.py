@@ -88,8 +88,12 @@ class Network:
     ``impl`` picks the conv implementation ("aten" fast path or "im2col" device algorithm).
     """
 
-    def __init__(self, root: Layer, input_shape: tuple, precision: str | Precision = "fp32", impl: str = "aten"):
+    def __init__(self, root: Layer, input_shape: tuple, precision: str | Precision = "fp32", impl: str = "aten",
+                 channels_last: bool | None = None):
         self.root = root
+        # NHWC activations and weights: oneDNN's preferred layout (about 1.3x faster convs on x86);
+        # the values are the same, only the memory order differs
+        self.channels_last = (impl == "aten" and len(input_shape) == 3) if channels_last is None else channels_last
         self.input_shape = tuple(input_shape)
         self.precision = get_precision(precision)
         self.impl = impl
@@ -97,6 +101,13 @@ class Network:
         self.generator: torch.Generator | None = None
         self.scaler = make_scaler(self.precision.loss_scale)
         self.frozen: set[str] = set()
+        self._layout_params()
+
+    def _layout_params(self) -> None:
+        if self.channels_last:
+            for _, p in self.root.named_params():
+                if p.value.dim() == 4:
+                    p.set(p.value.contiguous(memory_format=torch.channels_last))
 
     # -- mode ---------------------------------------------------------------------------
     def train(self) -> "Network":
@@ -122,6 +133,8 @@ class Network:
         """Output logits; in training mode, keeps what ``backward`` needs."""
         self.check_input(x)
         ctx = self._ctx()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.root.forward(ctx.act(x), ctx)
 
     def backward(self, grad_output: torch.Tensor, need_input: bool = True) -> torch.Tensor | None:
@@ -199,7 +212,7 @@ class Network:
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Parameters and buffers under the torch module's names (``load_state_dict``-ready)."""
-        sd = {k: p.value.detach().clone() for k, p in self.root.named_params()}
+        sd = {k: p.value.detach().clone(memory_format=torch.contiguous_format) for k, p in self.root.named_params()}
         sd.update({k: b.clone() for k, b in self.root.named_buffers()})
         return sd
 
@@ -212,6 +225,7 @@ class Network:
             p.set(sd[k].clone().to(p.value.dtype))
         for k, b in buffers.items():
             b.copy_(sd[k])
+        self._layout_params()
 
     def export_to(self, module: torch.nn.Module) -> torch.nn.Module:
         """Copy the trained weights and buffers back into ``module`` (strict)."""
