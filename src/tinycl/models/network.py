@@ -93,7 +93,12 @@ class Network:
         self.root = root
         # NHWC activations and weights: oneDNN's preferred layout (about 1.3x faster convs on x86);
         # the values are the same, only the memory order differs
-        self.channels_last = (impl == "aten" and len(input_shape) == 3) if channels_last is None else channels_last
+        # (default: when some conv has >= 16 input channels; a 3-channel stem alone runs faster in NCHW)
+        if channels_last is None:
+            wide = any(layer.kind == "conv2d" and layer.params["weight"].value.shape[1] * layer.groups >= 16
+                       for layer in root.layers())
+            channels_last = impl == "aten" and len(input_shape) == 3 and wide
+        self.channels_last = channels_last
         self.input_shape = tuple(input_shape)
         self.precision = get_precision(precision)
         self.impl = impl
