@@ -142,13 +142,10 @@ def _register_accel(sub) -> None:
                        description="Computing, cycle-counting models of continual-learning accelerators.")
     accel_sub = a.add_subparsers(dest="accel", metavar="ACCEL")
     a.set_defaults(func=lambda args: (a.print_help(), 2)[1])
-    for mod, fn in (("tinycl.hw.accel_tinycl.commands", "add_tinycl_parser"),
-                    ("tinycl.hw.accel_eta.commands", "add_eta_parser")):
-        try:
-            module = __import__(mod, fromlist=[fn])
-        except ModuleNotFoundError:
-            continue
-        getattr(module, fn)(accel_sub)
+    from .hw.accel_eta.commands import add_eta_parser
+    from .hw.accel_tinycl.commands import add_tinycl_parser
+    add_tinycl_parser(accel_sub)
+    add_eta_parser(accel_sub)
 
 
 def main(argv: list[str] | None = None) -> int:
