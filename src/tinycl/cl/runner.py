@@ -20,6 +20,7 @@ from ..models.macs import count_macs
 from ..numerics.latent_quant import LatentQuantizer
 from ..numerics.precision import get_precision
 from . import checkpoint
+from .backbone import to_input
 from .config import validate
 from .cwr import CWRStar
 from .footprint import footprint, replay_budget_bytes
@@ -120,7 +121,6 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
             else:
                 def replay_fn(n):
                     raw, ry = memory.sample(n, gen)
-                    from .backbone import to_input
                     return setup.front(to_input(raw.round().clamp(0, 255).to(torch.uint8), setup.mean,
                                                 setup.std)), ry
         before = learner.samples_trained
