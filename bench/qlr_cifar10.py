@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1500], help="latent replay capacities")
     ap.add_argument("--layers", nargs="+", default=["block2_1", "block3_1"])
     ap.add_argument("--epochs", type=int, default=2, help="epochs per experience")
-    ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--pretrain-epochs", type=int, default=15,
+                    help="backbone epochs (the tables in docs/results.md use 15)")
     ap.add_argument("--strategies", nargs="+",
                     default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "2", "eq4", "eq2"],
                     help="naive, joint, raw (uint8 images at the 8-bit memory's bytes), lr32 (FP32 latents), "
