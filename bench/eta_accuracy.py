@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -59,17 +60,25 @@ def build(model: str, width: float, seed: int):
     return create(model, norm_layer=range_norm(8), **kw)
 
 
-def run_one(model, width, precision, batch, lr, epochs, seed, xtr, ytr, xte, yte):
+def lr_at(lr, step, total, schedule):
+    """Learning rate at ``step`` of ``total``: constant, or cosine decay from ``lr`` to 0."""
+    return lr if schedule == "constant" else 0.5 * lr * (1 + math.cos(math.pi * step / total))
+
+
+def run_one(model, width, precision, batch, lr, epochs, seed, xtr, ytr, xte, yte, schedule="constant"):
     net = from_torch(build(model, width, seed), (3, 32, 32), precision=precision)
     net.generator = torch.Generator().manual_seed(seed + 1000)
     opt = SGD(lr=lr, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
     losses = []
+    step, total_steps = 0, epochs * math.ceil(len(xtr) / batch)
     for _ in range(epochs):
         perm = torch.randperm(len(xtr), generator=g)
         total = 0.0
         for i in range(0, len(xtr), batch):
+            opt.lr = lr_at(lr, step, total_steps, schedule)
+            step += 1
             idx = perm[i:i + batch]
             xb = xtr[idx]
             flip = torch.rand(len(idx), generator=g) < 0.5
@@ -80,7 +89,8 @@ def run_one(model, width, precision, batch, lr, epochs, seed, xtr, ytr, xte, yte
     # device that trains at batch B also infers at batch B (at batch 1 the scale is per sample)
     acc = (net.predict(xte, batch).argmax(1) == yte).float().mean().item() * 100
     return {"model": model, "width": width, "precision": precision, "batch": batch, "lr": lr, "epochs": epochs,
-            "seed": seed, "eval_batch": batch, "test_acc": acc, "train_loss": losses, "seconds": time.time() - t0}
+            "seed": seed, "schedule": schedule, "train_images": len(xtr), "test_images": len(xte),
+            "eval_batch": batch, "test_acc": acc, "train_loss": losses, "seconds": time.time() - t0}
 
 
 def main(argv=None):
@@ -95,6 +105,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-per-class", type=int, default=100)
     ap.add_argument("--test-per-class", type=int, default=100)
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     root = Path(a.data)
@@ -112,7 +123,7 @@ def main(argv=None):
                 for prec in a.precisions.split(","):
                     if (model, prec, batch, seed) in done:
                         continue
-                    r = run_one(model, a.vgg_width, prec, batch, lr, a.epochs, seed, xtr, ytr, xte, yte)
+                    r = run_one(model, a.vgg_width, prec, batch, lr, a.epochs, seed, xtr, ytr, xte, yte, a.schedule)
                     runs.append(r)
                     out.write_text(json.dumps(runs, indent=1))
                     print(f"{model} {prec} b{batch} seed{seed}: {r['test_acc']:.2f}% in {r['seconds']:.0f}s",
