@@ -8,9 +8,9 @@ Protocol (also in docs/results.md):
 - stream: those 4 classes, then 3 experiences of 2 classes; the front (up to the latent
   layer) is frozen and run in INT8; the back is trained with SGD in FP32;
 - strategies: naive, joint, raw replay (uint8 images at the bytes of the 8-bit latent
-  memory), latent replay with FP32 latents, quantized latent replay at 8/7/6/4/2 bits with the
-  same number of latents, and at 4/2 bits with as many latents as fit in the 8-bit memory's
-  bytes (eq4, eq2: the equal-byte comparison with raw replay), each at two memory sizes and two
+  memory), latent replay with FP32 latents, quantized latent replay at 8/7/6/4/3/2 bits with the
+  same number of latents, and at 4/3/2 bits with as many latents as fit in the 8-bit memory's
+  bytes (eq4, eq3, eq2: the equal-byte comparison with raw replay), each at two memory sizes and two
   latent layers; mean and spread over seeds. A seed
   changes training order, replay sampling and memory choices; class order and the front's
   calibration are fixed (seed 0) so all runs share one set of latents per layer.
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-epochs", type=int, default=15,
                     help="backbone epochs (the tables in docs/results.md use 15)")
     ap.add_argument("--strategies", nargs="+",
-                    default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "2", "eq4", "eq2"],
+                    default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "3", "2", "eq4", "eq3", "eq2"],
                     help="naive, joint, raw (uint8 images at the 8-bit memory's bytes), lr32 (FP32 latents), "
                          "N (N-bit latents, same count), eqN (N-bit latents filling the 8-bit memory's bytes)")
     ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
