@@ -215,3 +215,26 @@ def test_stale_factory_backbone_is_not_reused_for_another_config(folder, tmp_pat
         run(cfg_for(folder, seed=5), out, progress=False)
     res = run(cfg_for(folder), out, progress=False)  # same config: the backbone is reused
     assert res["backbone"] == "factory"
+
+
+def test_the_back_trains_its_batch_norms(folder, tmp_path):
+    """The adaptive back's BatchNorms use batch statistics and update their running stats.
+
+    Regression: slicing the (eval) backbone gave a training-mode root around eval-mode
+    children, which from_torch correctly reads as frozen BNs, so the back trained with the
+    backbone's running statistics and naive fine-tuning collapsed to one class.
+    """
+    from tinycl.cl.config import validate
+    from tinycl.cl.learner import Learner
+    from tinycl.cl.setup import build
+    from tinycl.models.layers import BatchNorm2d
+
+    cfg = validate(cfg_for(folder, model="resnet8", latent_layer="block2_1", pretrain_epochs=1))
+    setup = build(cfg, tmp_path, progress=False)
+    learner = Learner(setup.back, setup.latent_shape, "fp32", 0.05, 0.9, 0.0, torch.Generator().manual_seed(0))
+    bns = [layer for layer in learner.net.root.layers() if isinstance(layer, BatchNorm2d)]
+    assert len(bns) >= 2 and not any(b.frozen_stats for b in bns)  # block3_1 has BNs
+    before = [b.buffers["running_mean"].clone() for b in bns]
+    x = setup.train_latents[:16]
+    learner.train_experience(x, setup.dataset.train.y[:16], epochs=1, batch_size=8)
+    assert all(not torch.equal(b0, b.buffers["running_mean"]) for b0, b in zip(before, bns))

@@ -119,7 +119,9 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
         raise TinyclError(f"config: 'latent_layer' must be one of {', '.join(points[:-1])}; "
                           f"got {cfg['latent_layer']!r}")
     cut = points.index(cfg["latent_layer"]) + 1
-    front, back = model[:cut], model[cut:]
+    # Slicing a Sequential gives a new root in training mode around eval-mode children, which
+    # from_torch would read as frozen BatchNorms: give both halves the model's (eval) mode.
+    front, back = model[:cut].eval(), model[cut:].eval()
     mean, std = bb["mean"], bb["std"]
     if cfg["front_int8"]:
         g = torch.Generator().manual_seed(cfg["seed"])
