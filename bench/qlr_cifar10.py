@@ -96,7 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--strategies", nargs="+",
                     default=["naive", "joint", "raw", "lr32", "8", "7", "6", "4", "3", "2", "eq4", "eq3", "eq2"],
                     help="naive, joint, raw (uint8 images at the 8-bit memory's bytes), lr32 (FP32 latents), "
-                         "N (N-bit latents, same count), eqN (N-bit latents filling the 8-bit memory's bytes)")
+                         "N (N-bit latents, same count), eqN (N-bit latents filling the 8-bit memory's bytes); "
+                         "a trailing q (eq2q) also trains on new latents through the replay quantizer "
+                         "(lr_quantize_new)")
     ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
     ap.add_argument("--json", type=Path, default=Path("bench/qlr_cifar10.json"))
     args = ap.parse_args(argv)
@@ -120,17 +122,19 @@ def main(argv=None) -> int:
                     continue  # no memory: one size is enough
                 accs, mem, secs = [], 0, []
                 for seed in args.seeds:
-                    cfg = dict(cfg0, seed=seed, n_replays=size)
-                    if strat in ("naive", "joint"):
-                        cfg["strategy"] = strat
-                    elif strat == "raw":
+                    qnew = strat.endswith("q")  # e.g. eq2q: eq2 with lr_quantize_new
+                    cfg = dict(cfg0, seed=seed, n_replays=size, lr_quantize_new=qnew)
+                    strat_ = strat[:-1] if qnew else strat
+                    if strat_ in ("naive", "joint"):
+                        cfg["strategy"] = strat_
+                    elif strat_ == "raw":
                         cfg.update(strategy="raw_replay", lr_bits=8)
-                    elif strat.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
-                        bits = int(strat[2:])
+                    elif strat_.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
+                        bits = int(strat_[2:])
                         cfg.update(strategy="latent_replay", lr_bits=bits,
                                    n_replays=equal_bytes_capacity(size, setup.latent_shape, bits))
                     else:
-                        cfg.update(strategy="latent_replay", lr_bits="fp32" if strat == "lr32" else int(strat))
+                        cfg.update(strategy="latent_replay", lr_bits="fp32" if strat_ == "lr32" else int(strat_))
                     t = time.perf_counter()
                     res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
                     secs.append(time.perf_counter() - t)

@@ -238,3 +238,31 @@ def test_the_back_trains_its_batch_norms(folder, tmp_path):
     x = setup.train_latents[:16]
     learner.train_experience(x, setup.dataset.train.y[:16], epochs=1, batch_size=8)
     assert all(not torch.equal(b0, b.buffers["running_mean"]) for b0, b in zip(before, bns))
+
+
+@pytest.mark.parametrize("quantize_new", [False, True])
+def test_lr_quantize_new_trains_on_the_replay_grid(folder, tmp_path, monkeypatch, quantize_new):
+    """With lr_quantize_new, every new latent the back trains on is a point of the memory's grid."""
+    from tinycl.cl import runner as R
+
+    seen = []
+    real = R.Learner.train_experience
+
+    def spy(self, x, y, *a, **kw):
+        seen.append(x.clone())
+        return real(self, x, y, *a, **kw)
+
+    quantizers = []
+    real_memory = R._memory
+
+    def memory_spy(*a, **kw):
+        m = real_memory(*a, **kw)
+        quantizers.append(m.quantizer)
+        return m
+
+    monkeypatch.setattr(R.Learner, "train_experience", spy)
+    monkeypatch.setattr(R, "_memory", memory_spy)
+    run(cfg_for(folder, lr_bits=2, lr_quantize_new=quantize_new), tmp_path / "r", progress=False)
+    q = quantizers[0]
+    on_grid = [torch.equal(q.decode(q.encode(x)), x) for x in seen]
+    assert len(seen) == 3 and all(on_grid) == quantize_new

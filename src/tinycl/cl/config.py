@@ -26,6 +26,7 @@ DEFAULTS: dict = {
     "lr_bits": 8,                 # bits of stored latents: 1..8, fp16 or fp32
     "lr_granularity": "channel",  # tensor | channel
     "lr_clipping": "mse",         # minmax | mse
+    "lr_quantize_new": False,     # train on new latents through the replay quantizer too
     "n_replays": 1500,            # latent replay capacity (samples); raw replay gets equal bytes
     "replacement": "ar1",
     "strategy": "latent_replay",
@@ -49,7 +50,7 @@ _INT_POS = ("n_replays", "epochs", "batch_size", "initial_classes", "classes_per
 _INT_NONNEG = ("replay_batch", "seed")
 _FLOAT_POS = ("learning_rate",)
 _FLOAT_NONNEG = ("momentum", "weight_decay")
-_BOOL = ("front_int8", "cwr")
+_BOOL = ("front_int8", "cwr", "lr_quantize_new")
 _CHOICES = {"strategy": STRATEGIES, "replacement": REPLACEMENTS, "precision": PRECISIONS,
             "lr_granularity": ("tensor", "channel"), "lr_clipping": ("minmax", "mse")}
 

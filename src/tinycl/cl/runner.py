@@ -52,6 +52,16 @@ def _memory(cfg, setup, first_latents) -> ReplayMemory | None:
     return ReplayMemory(int(capacity), raw_q, cfg["replacement"], seed=cfg["seed"])
 
 
+def _through(q: LatentQuantizer, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``x`` quantized and dequantized by the replay quantizer: new latents on the replayed ones' grid.
+
+    With ``lr_quantize_new`` the back trains only on latents as the memory returns them, so it
+    cannot learn to tell replayed (old-class) samples from new ones by their quantization noise.
+    Evaluation still sees the front's latents as they are.
+    """
+    return torch.cat([q.decode(q.encode(x[i:i + chunk])) for i in range(0, len(x), chunk)]) if len(x) else x
+
+
 def _accuracy(learner, lat, y) -> tuple[int, int]:
     if len(y) == 0:
         return 0, 0
@@ -114,6 +124,8 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
         else:
             idx = e.train_idx
         x_new, y_new = setup.train_latents[idx], ds.train.y[idx]
+        if cfg.get("lr_quantize_new") and cfg["strategy"] == "latent_replay":
+            x_new = _through(memory.quantizer, x_new)
         replay_fn = None
         if memory is not None and len(memory):
             if cfg["strategy"] == "latent_replay":
