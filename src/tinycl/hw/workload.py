@@ -143,10 +143,9 @@ def _layer_macs(prim: str, mod, n: int, ins: tuple, outs: tuple) -> dict:
     if prim in ("conv", "pointwise", "depthwise"):
         kh, kw = mod.kernel_size
         s, p = _pair(mod.stride), _pair(mod.padding)
-        if s[0] == s[1] and p[0] == p[1] and mod.dilation == (1, 1) and not isinstance(mod.padding, str):
-            m = conv2d_macs(n, ins[0], mod.out_channels, ins[1], ins[2], kh, kw, tuple(s), tuple(p), mod.groups)
-            m = dict(m)
-        else:   # asymmetric stride/padding: count from the observed output size
+        if _pair(mod.dilation) == (1, 1) and not isinstance(mod.padding, str):
+            m = dict(conv2d_macs(n, ins[0], mod.out_channels, ins[1], ins[2], kh, kw, s, p, mod.groups))
+        else:   # dilation or 'same'/'valid' padding: count from the observed output size
             f = n * mod.out_channels * outs[1] * outs[2] * (ins[0] // mod.groups) * kh * kw
             m = {"forward": f, "backward_input": f, "backward_weight": f,
                  "update": mod.weight.numel()}
