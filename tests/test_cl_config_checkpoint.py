@@ -24,6 +24,14 @@ def test_bad_values_name_the_key(key, value, msg):
         validate({key: value})
 
 
+def test_lr_quantize_new_needs_latent_replay():
+    assert validate({"lr_quantize_new": True})["lr_quantize_new"] is True
+    with pytest.raises(TinyclError, match="'lr_quantize_new' applies to strategy latent_replay only"):
+        validate({"lr_quantize_new": True, "strategy": "raw_replay"})
+    with pytest.raises(TinyclError, match="'lr_quantize_new' must be true or false"):
+        validate({"lr_quantize_new": "yes"})
+
+
 def test_apply_sets_and_file(tmp_path):
     cfg = apply_sets({}, ["lr_bits=4", "strategy=raw_replay", "class_order=[1, 0, 2]", "learning_rate=0.1"])
     assert cfg == {"lr_bits": 4, "strategy": "raw_replay", "class_order": [1, 0, 2], "learning_rate": 0.1}

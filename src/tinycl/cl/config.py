@@ -84,6 +84,9 @@ def validate(cfg: dict) -> dict:
             raise TinyclError(f"config: '{k}' must be one of {', '.join(allowed)}; got {out[k]!r}")
     if out["lr_bits"] not in LR_BITS or isinstance(out["lr_bits"], bool):
         raise TinyclError(f"config: 'lr_bits' must be 1..8, fp16 or fp32; got {out['lr_bits']!r}")
+    if out["lr_quantize_new"] and out["strategy"] != "latent_replay":
+        raise TinyclError(f"config: 'lr_quantize_new' applies to strategy latent_replay only; "
+                          f"got strategy {out['strategy']!r}")
     for k in ("data", "model", "backbone", "latent_layer", "target"):
         if not isinstance(out[k], str) or not out[k]:
             raise TinyclError(f"config: '{k}' must be a non-empty string, got {out[k]!r}")

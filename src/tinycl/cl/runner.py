@@ -124,7 +124,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
         else:
             idx = e.train_idx
         x_new, y_new = setup.train_latents[idx], ds.train.y[idx]
-        if cfg.get("lr_quantize_new") and cfg["strategy"] == "latent_replay":
+        if cfg["lr_quantize_new"]:
             x_new = _through(memory.quantizer, x_new)
         replay_fn = None
         if memory is not None and len(memory):
