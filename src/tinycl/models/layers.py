@@ -21,10 +21,17 @@ from ..numerics.precision import Precision
 class Param:
     """A trainable tensor: ``value`` (master copy), ``grad``, and a cached compute copy."""
 
-    def __init__(self, value: torch.Tensor):
+    def __init__(self, value: torch.Tensor, trainable: bool = True):
         self.value = value
         self.grad: torch.Tensor | None = None
+        self.trainable = trainable  # False: requires_grad=False in torch: no gradient, no update
         self._cached: tuple[str, torch.Tensor] | None = None
+
+    def accumulate(self, g: torch.Tensor | None) -> None:
+        """Add ``g`` to the gradient (a parameter used twice gets the sum); ignored when frozen."""
+        if g is None or not self.trainable:
+            return
+        self.grad = g if self.grad is None else self.grad + g
 
     def compute(self, prec: Precision) -> torch.Tensor:
         """The value rounded to the policy's weight format (cached until the next update)."""
@@ -96,11 +103,15 @@ class Conv2d(Layer):
 
     def backward(self, dy, ctx, need_input=True):
         w = self.params["weight"].compute(ctx.prec)
+        if not any(p.trainable for p in self.params.values()):  # frozen: the input gradient only
+            x, self.saved = self.saved, None
+            return ctx.grad(C.conv2d_backward_input(dy, w, x.shape, self.stride, self.padding, self.groups,
+                                                    ctx.impl, ctx.prec.native)) if need_input else None
         dx, dw, db = C.conv2d_backward(dy, self.saved, w, self.stride, self.padding, self.groups,
                                        "bias" in self.params, need_input, ctx.impl, ctx.prec.native)
-        self.params["weight"].grad = ctx.grad(dw)
+        self.params["weight"].accumulate(ctx.grad(dw))
         if db is not None:
-            self.params["bias"].grad = ctx.grad(db)
+            self.params["bias"].accumulate(ctx.grad(db))
         self.saved = None
         return ctx.grad(dx)
 
@@ -123,9 +134,9 @@ class Linear(Layer):
     def backward(self, dy, ctx, need_input=True):
         w = self.params["weight"].compute(ctx.prec)
         dw, db = L.linear_backward_weight(dy, self.saved, "bias" in self.params, ctx.prec.native)
-        self.params["weight"].grad = ctx.grad(dw)
+        self.params["weight"].accumulate(ctx.grad(dw))
         if db is not None:
-            self.params["bias"].grad = ctx.grad(db)
+            self.params["bias"].accumulate(ctx.grad(db))
         self.saved = None
         return ctx.grad(L.linear_backward_input(dy, w, ctx.prec.native)) if need_input else None
 
@@ -177,7 +188,8 @@ class BatchNorm2d(Layer):
         else:
             dx, dg, db = N.batchnorm_backward_eval(dy, self.saved[1], g, self.buffers["running_mean"],
                                                    self.saved[2])
-        self.params["weight"].grad, self.params["bias"].grad = ctx.grad(dg), ctx.grad(db)
+        self.params["weight"].accumulate(ctx.grad(dg))
+        self.params["bias"].accumulate(ctx.grad(db))
         self.saved = None
         return ctx.grad(dx)
 

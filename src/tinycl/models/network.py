@@ -1,8 +1,8 @@
-"""The network: containers (sequential, residual) over layers, a training step, state export.
+"""The network: a captured graph of layers, a training step, state export.
 
 ``Network`` is what :func:`tinycl.models.from_torch` returns. No autograd is used:
-``forward`` keeps what each layer's backward needs, ``backward`` walks the layers in
-reverse calling each one's input-gradient and weight-gradient steps.
+``forward`` keeps what each layer's backward needs, ``backward`` walks the graph in
+reverse calling each op's input-gradient and weight-gradient steps.
 """
 
 from __future__ import annotations
@@ -14,72 +14,6 @@ from ..kernels import loss as LOSS
 from ..numerics.lossscale import make_scaler
 from ..numerics.precision import Precision, get_precision
 from .layers import Ctx, Layer
-
-
-class Sequential(Layer):
-    kind = "sequential"
-
-    def __init__(self, name: str, children: list[Layer]):
-        super().__init__(name)
-        self.children = children
-
-    def forward(self, x, ctx):
-        for c in self.children:
-            x = c.forward(x, ctx)
-        return x
-
-    def backward(self, dy, ctx, need_input=True):
-        for i in range(len(self.children) - 1, -1, -1):
-            dy = self.children[i].backward(dy, ctx, need_input or i > 0)
-        return dy
-
-    def named_params(self):
-        for c in self.children:
-            yield from c.named_params()
-
-    def named_buffers(self):
-        for c in self.children:
-            yield from c.named_buffers()
-
-    def layers(self):
-        for c in self.children:
-            yield from c.layers()
-
-
-class Residual(Layer):
-    """``y = post(body(x) + shortcut(x))``; the gradient of x is the sum of both branches'."""
-
-    kind = "residual"
-
-    def __init__(self, name, body: Layer, shortcut: Layer, post: Layer):
-        super().__init__(name)
-        self.body, self.shortcut, self.post = body, shortcut, post
-
-    def forward(self, x, ctx):
-        return self.post.forward(ctx.act(self.body.forward(x, ctx) + self.shortcut.forward(x, ctx)), ctx)
-
-    def backward(self, dy, ctx, need_input=True):
-        dy = self.post.backward(dy, ctx, True)
-        d_body = self.body.backward(dy, ctx, need_input)
-        d_short = self.shortcut.backward(dy, ctx, need_input)
-        if not need_input:
-            return None
-        if d_body.untyped_storage().data_ptr() in (dy.untyped_storage().data_ptr(),
-                                                   d_short.untyped_storage().data_ptr()):
-            return ctx.grad(d_body + d_short)  # a branch passed dy through: no in-place
-        return ctx.grad(d_body.add_(d_short))
-
-    def named_params(self):
-        for c in (self.body, self.shortcut, self.post):
-            yield from c.named_params()
-
-    def named_buffers(self):
-        for c in (self.body, self.shortcut, self.post):
-            yield from c.named_buffers()
-
-    def layers(self):
-        for c in (self.body, self.shortcut, self.post):
-            yield from c.layers()
 
 
 class Network:

@@ -70,7 +70,8 @@ class RangeNorm(Layer):
     def backward(self, dy, ctx, need_input=True):
         g = self.params["weight"].compute(ctx.prec)
         dx, dg, db = K.rangenorm_backward(dy, g, self.saved, self.groups)
-        self.params["weight"].grad, self.params["bias"].grad = ctx.grad(dg), ctx.grad(db)
+        self.params["weight"].accumulate(ctx.grad(dg))
+        self.params["bias"].accumulate(ctx.grad(db))
         self.saved = None
         return ctx.grad(dx) if need_input else None
 

@@ -1,0 +1,247 @@
+"""Lowering of functional calls and tensor methods (``x + y``, ``torch.cat``, ``x.mean((2, 3))``...).
+
+``lower_function(low, n, op)`` returns ``(op, tensor inputs, attrs)``. Dimensions in attrs count
+the batch dimension (dim 0), which no op may touch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+_ALIAS = "alias"
+
+
+def _args(low, n: fx.Node, names: list[str], defaults: dict) -> dict:
+    """Positional and keyword arguments by name, non-tensors resolved to constants."""
+    out = dict(defaults)
+    for k, a in zip(names, n.args):
+        out[k] = a
+    out.update(n.kwargs)
+    return {k: (v if isinstance(v, fx.Node) and low._is_tensor(v) else low.const(v, n)) for k, v in out.items()}
+
+
+def _dims(low, n, dims, rank) -> tuple[int, ...]:
+    if dims is None:
+        raise low.error(n, "reduces over every dimension including the batch")
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    dims = tuple(d % rank for d in dims)
+    if 0 in dims:
+        raise low.error(n, "works across the batch dimension (dim 0)")
+    return dims
+
+
+def _elementwise(low, n, op):
+    if op == "neg":
+        return "mul", [n.args[0]], {"scalar": -1.0}
+    a, b = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("other")
+    alpha = low.const(n.kwargs.get("alpha", 1), n)
+    if op == "rsub":
+        a, b, op = b, a, "sub"
+    ta, tb = low._is_tensor(a), low._is_tensor(b)
+    if alpha != 1:
+        raise low.error(n, "uses alpha != 1; write it as a multiply")
+    if ta and tb:
+        return op, [a, b], {}
+    if ta or tb:
+        s = low.const(b if ta else a, n)
+        if not isinstance(s, (int, float)):
+            raise low.error(n, "has a non-scalar constant operand")
+        return op, [a if ta else b], {"scalar": float(s), "reverse": not ta}
+    raise low.error(n, "has no tensor operand")
+
+
+def _activation(low, n, op):
+    x = n.args[0]
+    if op == "leaky_relu":
+        a = _args(low, n, ["x", "negative_slope"], {"negative_slope": 0.01})
+        return op, [x], {"slope": float(a["negative_slope"])}
+    if op == "gelu":
+        return op, [x], {"approximate": low.const(n.kwargs.get("approximate", "none"), n)}
+    if op in ("hardtanh", "clamp"):
+        lo_k, hi_k = ("min_val", "max_val") if op == "hardtanh" else ("min", "max")
+        d = {lo_k: -1.0, hi_k: 1.0} if op == "hardtanh" else {lo_k: None, hi_k: None}
+        a = _args(low, n, ["x", lo_k, hi_k], d)
+        lo, hi = a[lo_k], a[hi_k]
+        if any(isinstance(v, fx.Node) for v in (lo, hi)):
+            raise low.error(n, "clamps to tensor bounds")
+        if op == "hardtanh" and (lo, hi) == (0.0, 6.0):
+            return "relu6", [x], {}
+        return op, [x], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)}
+    return op, [x], {}
+
+
+def _shape(low, n, op):
+    x = n.args[0]
+    if op == "reshape":
+        return "reshape", [x], {}
+    if op == "permute":
+        full = low.p2[n]
+        rank = low.p2[x].dim()
+        if n.target in ("t",):
+            dims = (1, 0)
+        elif "transpose" in str(n.target):
+            a = _args(low, n, ["x", "dim0", "dim1"], {})
+            dims = list(range(rank))
+            i, j = a["dim0"] % rank, a["dim1"] % rank
+            dims[i], dims[j] = dims[j], dims[i]
+        else:
+            rest = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else n.args[1]
+            dims = [d % rank for d in low.const(list(rest) if not isinstance(rest, list) else rest, n)]
+        if dims[0] != 0:
+            raise low.error(n, "moves the batch dimension")
+        del full
+        return "permute", [x], {"dims": tuple(dims)}
+    if op == "detach":
+        return "detach", [x], {}
+    raise low.error(n, "is not supported by tinycl")
+
+
+def _cat(low, n):
+    a = _args(low, n, ["tensors", "dim"], {"dim": 0})
+    xs = list(n.args[0] if n.args else n.kwargs["tensors"])
+    if not all(low._is_tensor(t) for t in xs):
+        raise low.error(n, "concatenates a non-tensor")
+    rank = low.p2[xs[0]].dim()
+    return "cat", xs, {"dim": _dims(low, n, a["dim"], rank)[0]}
+
+
+def _split(low, n):
+    x = n.args[0]
+    rank = low.p2[x].dim()
+    if "unbind" in str(n.target):
+        dim = low.const(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0), n)
+    else:
+        dim = low.const(n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0), n)
+    dim = _dims(low, n, dim, rank)[0]
+    sizes = [t.shape[dim] for t in low.p2[n]]
+    return "split", [x], {"dim": dim, "sizes": tuple(sizes), "squeeze": "unbind" in str(n.target)}
+
+
+def _reduce(low, n, op):
+    x = n.args[0]
+    a = _args(low, n, ["x", "dim", "keepdim"], {"dim": None, "keepdim": False})
+    if n.kwargs.get("dtype") is not None:
+        raise low.error(n, "changes the dtype")
+    return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim()), "keepdim": bool(a["keepdim"])}
+
+
+def _getitem(low, n):
+    x, idx = n.args
+    if isinstance(low.p2[x], (tuple, list)):
+        return "getitem", [x], {"index": low.const(idx, n)}
+    idx = low.const(idx, n)
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
+        raise low.error(n, "indexes with a tensor or list (advanced indexing)")
+    first = idx[0] if idx else slice(None)
+    if not (first == slice(None) or first is Ellipsis and len(idx) == 1):
+        raise low.error(n, "indexes the batch dimension")
+    return "slice", [x], {"index": idx}
+
+
+def _pool(low, n, op):
+    x = n.args[0]
+    dims = low.p2[x].dim() - 2
+    pair = (lambda v: (int(v),) * dims if isinstance(v, int) else tuple(int(t) for t in v))
+    if op == "adaptive_avgpool":
+        a = _args(low, n, ["x", "output_size"], {})
+        return op, [x], {"output_size": pair(a["output_size"]), "dims": dims}
+    names = ["x", "kernel_size", "stride", "padding"]
+    d = {"stride": None, "padding": 0, "ceil_mode": False}
+    if op == "avgpool":
+        names += ["ceil_mode", "count_include_pad", "divisor_override"]
+        d.update(count_include_pad=True, divisor_override=None)
+    else:
+        names += ["dilation", "ceil_mode", "return_indices"]
+        d.update(dilation=1, return_indices=False)
+    a = _args(low, n, names, d)
+    k = pair(a["kernel_size"])
+    attrs = dict(kernel=k, stride=pair(a["stride"] or k), padding=pair(a["padding"]),
+                 ceil_mode=bool(a["ceil_mode"]), dims=dims)
+    if op == "avgpool":
+        if a["divisor_override"]:
+            raise low.error(n, "has divisor_override; not supported")
+        attrs["count_include_pad"] = bool(a["count_include_pad"])
+    elif pair(a["dilation"]) != (1,) * dims or a["return_indices"]:
+        raise low.error(n, "needs dilation 1 and return_indices=False")
+    return op, [x], attrs
+
+
+def _dropout_like(low, n, op):
+    x = n.args[0]
+    if op == "dropout":
+        a = _args(low, n, ["x", "p", "training", "inplace"], {"p": 0.5, "training": True, "inplace": False})
+        return "dropout", [x], {"p": float(a["p"]) if a["training"] else 0.0}
+    a = _args(low, n, ["x", "p", "mode", "training"], {"training": True})
+    return "stochastic_depth", [x], {"p": float(a["p"]) if a["training"] else 0.0, "mode": a["mode"]}
+
+
+def _upsample(low, n):
+    a = _args(low, n, ["x", "size", "scale_factor", "mode", "align_corners"],
+              {"size": None, "scale_factor": None, "mode": "nearest", "align_corners": None})
+    if a["mode"] not in ("nearest", "bilinear"):
+        raise low.error(n, f"mode {a['mode']!r}; supported: nearest, bilinear")
+    return "upsample", [n.args[0]], {"mode": a["mode"], "align_corners": a["align_corners"]}
+
+
+def _weighted(low, n, op):
+    """``F.linear(x, w, b)`` and ``F.conv2d(x, w, b, stride, padding, dilation, groups)`` on parameters."""
+    names = ["x", "weight", "bias"] + (["stride", "padding", "dilation", "groups"] if op == "conv2d" else [])
+    a = _args(low, n, names, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    params = {}
+    for role in ("weight", "bias"):
+        v = a[role]
+        if v is None:
+            continue
+        name = low.param_of(v)
+        if name is None:
+            raise low.error(n, f"uses a computed {role} (only module parameters are supported)")
+        params[role] = name
+    w = low.params[params["weight"]]
+    if op == "linear":
+        return op, [a["x"]], {"in_features": w.shape[1], "out_features": w.shape[0]}, params
+    pair = (lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(t) for t in v))
+    k = tuple(w.shape[2:])
+    pad = a["padding"]
+    if isinstance(pad, str):
+        if pad != "valid" and not all(x % 2 == 1 for x in k):
+            raise low.error(n, f"has padding='same' with an even kernel {k}")
+        pad = 0 if pad == "valid" else tuple(x // 2 for x in k)
+    if pair(a["dilation"]) != (1, 1):
+        raise low.error(n, f"has dilation {a['dilation']}; only dilation 1 is supported")
+    attrs = dict(kernel=k, stride=pair(a["stride"]), padding=pair(pad), groups=int(a["groups"]),
+                 in_channels=w.shape[1] * int(a["groups"]), out_channels=w.shape[0])
+    return op, [a["x"]], attrs, params
+
+
+def lower_function(low, n: fx.Node, op: str):
+    """(op, tensor inputs, attrs, params) of a call_function / call_method node."""
+    if op in ("linear", "conv2d"):
+        return _weighted(low, n, op)
+    return (*_lower(low, n, op), {})
+
+
+def _lower(low, n: fx.Node, op: str):
+    if op == _ALIAS:
+        return op, [n.args[0]], {}
+    if op in ("add", "sub", "rsub", "mul", "div", "neg"):
+        return _elementwise(low, n, op)
+    if op in ("relu", "relu6", "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu",
+              "hardtanh", "clamp"):
+        return _activation(low, n, op)
+    if op == "cat":
+        return _cat(low, n)
+    if op == "split":
+        return _split(low, n)
+    if op in ("mean", "sum"):
+        return _reduce(low, n, op)
+    if op == "getitem":
+        return _getitem(low, n)
+    if op in ("avgpool", "maxpool", "adaptive_avgpool"):
+        return _pool(low, n, op)
+    if op in ("dropout", "stochastic_depth"):
+        return _dropout_like(low, n, op)
+    if op == "upsample":
+        return _upsample(low, n)
+    return _shape(low, n, op)

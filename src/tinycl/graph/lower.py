@@ -1,0 +1,244 @@
+"""Lower a traced fx graph to tinycl primitives: one table for modules, one for functions and methods.
+
+Every tensor-valued fx node becomes one :class:`~tinycl.graph.ir.Node`; non-tensor values (sizes,
+shape arithmetic) are folded into constants using two probe runs at different batch sizes, and a
+value that depends on the batch is only allowed where the op's per-sample result does not (reshape).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedLayerError
+from .ir import Graph, Node
+from .modules import is_leaf, module_attrs  # noqa: F401  (is_leaf re-exported for capture)
+
+_ALIAS = "alias"  # a call that returns its input unchanged (contiguous, clone, Identity)
+
+# function or method name -> op kind (the op's own attrs are read by _fn_attrs)
+_ELEMENTWISE = {"add": "add", "iadd": "add", "add_": "add", "sub": "sub", "isub": "sub", "sub_": "sub",
+                "rsub": "rsub", "mul": "mul", "imul": "mul", "mul_": "mul", "truediv": "div", "div": "div",
+                "itruediv": "div", "div_": "div", "neg": "neg"}
+_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "leaky_relu": "leaky_relu",
+                "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
+                "silu": "silu", "tanh": "tanh", "gelu": "gelu", "hardtanh": "hardtanh", "clamp": "clamp",
+                "clamp_": "clamp", "clip": "clamp"}
+_SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflatten": "reshape",
+          "squeeze": "reshape", "unsqueeze": "reshape", "view_as": "reshape", "reshape_as": "reshape",
+          "contiguous": _ALIAS, "clone": _ALIAS, "permute": "permute", "transpose": "permute", "t": "permute",
+          "cat": "cat", "concat": "cat", "concatenate": "cat", "split": "split", "chunk": "split",
+          "unbind": "split", "tensor_split": "split", "mean": "mean", "sum": "sum", "detach": "detach",
+          "dropout": "dropout", "stochastic_depth": "stochastic_depth", "adaptive_avg_pool2d": "adaptive_avgpool",
+          "adaptive_avg_pool1d": "adaptive_avgpool", "avg_pool2d": "avgpool", "max_pool2d": "maxpool",
+          "avg_pool1d": "avgpool", "max_pool1d": "maxpool", "interpolate": "upsample", "getitem": "getitem",
+          "linear": "linear", "conv2d": "conv2d"}
+FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
+
+
+def target_name(n: fx.Node) -> str:
+    """The plain name of an fx call target: ``add``, ``relu``, ``flatten``, ``getitem``..."""
+    t = n.target
+    if isinstance(t, str):
+        return t
+    name = getattr(t, "__name__", str(t))
+    return name.strip("_") if name.startswith("__") else name
+
+
+def source_of(node: fx.Node) -> str:
+    """``file:line`` of the user code that made ``node`` (from fx's recorded stack trace)."""
+    hits = re.findall(r'File "([^"]+)", line (\d+)', node.stack_trace or "")
+    for f, line in reversed(hits):
+        f = f.replace("\\", "/")
+        if "/torch/" not in f and "/tinycl/" not in f:
+            return f"{f.rsplit('/', 1)[-1]}:{line}"
+    return ""
+
+
+def _module_of(n: fx.Node) -> tuple[str, str]:
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", ""
+    path, typ = list(stack.values())[-1]
+    return path, getattr(typ, "__name__", str(typ))
+
+
+class Lowering:
+    """Walks the fx graph once, producing the tinycl graph."""
+
+    def __init__(self, module: nn.Module, gm: fx.GraphModule, probes: list[dict], input_shape: tuple):
+        self.module, self.gm, self.p2, self.p3 = module, gm, probes[0], probes[1]
+        self.input_shape = input_shape
+        self.nodes: list[Node] = []
+        self.name_of: dict[fx.Node, str] = {}
+        self.taken: set[str] = set()
+        self.params = dict(module.named_parameters())
+        self.buffers = dict(module.named_buffers())
+        self.param_name = {id(p): k for k, p in self.params.items()}
+        self.buffer_name = {id(b): k for k, b in self.buffers.items()}
+        self.frozen_stats: set[str] = set()
+        self.calls: dict[str, int] = {}
+
+    # -- values --------------------------------------------------------------------------
+    def _is_tensor(self, n) -> bool:
+        return isinstance(n, fx.Node) and isinstance(self.p2.get(n), torch.Tensor)
+
+    def const(self, a, n: fx.Node):
+        """A non-tensor argument's value; refuses values that depend on the batch size."""
+        if isinstance(a, fx.Node):
+            v2, v3 = self.p2.get(a), self.p3.get(a)
+            if isinstance(v2, torch.Tensor):
+                return a
+            if v2 != v3:
+                raise self.error(n, "uses a value that depends on the batch size")
+            return v2
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.const(x, n) for x in a)
+        if isinstance(a, slice):
+            return slice(self.const(a.start, n), self.const(a.stop, n), self.const(a.step, n))
+        return a
+
+    def sample_shape(self, n: fx.Node):
+        v2, v3 = self.p2[n], self.p3[n]
+        if isinstance(v2, (tuple, list)):
+            return tuple(self._one_shape(n, a, b) for a, b in zip(v2, v3))
+        return self._one_shape(n, v2, v3)
+
+    def _one_shape(self, n, v2, v3) -> tuple:
+        if v2.dim() == 0 or v2.shape[0] != 2 or v3.shape[0] != 3 or v2.shape[1:] != v3.shape[1:]:
+            raise self.error(n, "does not keep the batch as its first dimension")
+        return tuple(v2.shape[1:])
+
+    def error(self, n: fx.Node, why: str) -> UnsupportedLayerError:
+        path, typ = (n.target, type(self.gm.get_submodule(n.target)).__name__) if n.op == "call_module" \
+            else _module_of(n)
+        what = typ if n.op == "call_module" else f"op '{target_name(n)}'"
+        at = source_of(n)
+        where = f"module '{path or '<root>'}'" + (f" ({typ})" if typ and n.op != "call_module" else "")
+        return UnsupportedLayerError(f"{what} in {where} {why}" + (f" (at {at})" if at else ""))
+
+    # -- naming --------------------------------------------------------------------------
+    def _name(self, n: fx.Node) -> str:
+        if n.op == "call_module":
+            k = self.calls.get(n.target, 0)
+            self.calls[n.target] = k + 1
+            base = n.target if k == 0 else f"{n.target}@{k}"
+        else:
+            path, _ = _module_of(n)
+            op = re.sub(r"_\d+$", "", n.name)
+            base = f"{path}.{op}" if path else op
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+    # -- the walk ------------------------------------------------------------------------
+    def run(self) -> Graph:
+        out = None
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                if self.nodes:
+                    raise UnsupportedLayerError("the model's forward takes more than one input; tinycl needs one")
+                self._add(n, Node("input", "input", [], shape=self.input_shape))
+            elif n.op == "output":
+                out = n.args[0]
+            elif n.op == "get_attr":
+                self._get_attr(n)
+            elif self._is_tensor(n) or isinstance(self.p2.get(n), (tuple, list)) and \
+                    any(isinstance(v, torch.Tensor) for v in self.p2[n]):
+                self._call(n)
+        if not self._is_tensor(out) or out not in self.name_of:
+            raise UnsupportedLayerError("the model must return one tensor (got "
+                                        f"{type(self.p2.get(out, out)).__name__}); wrap it to return the logits")
+        self._prune(self.name_of[out])
+        used = {p for nd in self.nodes for p in nd.params.values()}
+        used_b = {b for nd in self.nodes for b in nd.buffers.values()}
+        return Graph(self.nodes, "input", self.name_of[out], self.input_shape,
+                     {k: v for k, v in self.params.items() if k in used},
+                     {k: v for k, v in self.buffers.items() if k in used_b},
+                     {k for k in used if not self.params[k].requires_grad}, {}, self.frozen_stats)
+
+    def _add(self, n: fx.Node, node: Node) -> None:
+        self.nodes.append(node)
+        self.name_of[n] = node.name
+
+    def _get_attr(self, n: fx.Node) -> None:
+        v = self.p2[n]
+        if not isinstance(v, torch.Tensor):
+            return
+        name = self._name(n)
+        if id(v) in self.param_name:
+            node = Node(name, "param", [], params={"value": self.param_name[id(v)]}, shape=tuple(v.shape))
+        elif id(v) in self.buffer_name:
+            node = Node(name, "const", [], buffers={"value": self.buffer_name[id(v)]}, shape=tuple(v.shape))
+        else:
+            raise self.error(n, "reads a tensor attribute that is neither a parameter nor a buffer")
+        node.attrs["no_batch"] = True
+        self._add(n, node)
+
+    def _call(self, n: fx.Node) -> None:
+        if n.op == "call_module":
+            m = self.gm.get_submodule(n.target)
+            op, attrs, params, buffers = module_attrs(m, n.target, self.error_fn(n))
+            if op == _ALIAS:
+                self.name_of[n] = self.name_of[n.args[0]]
+                return
+            inputs = [a for a in n.args if isinstance(a, fx.Node)]
+            if len(inputs) != 1 or n.kwargs:
+                raise self.error(n, "is called with more than one argument")
+            path, typ = n.target, type(m).__name__
+            if self.module.training and not m.training and op in ("batchnorm", "dropout", "stochastic_depth"):
+                attrs["frozen"] = True
+        else:
+            op, inputs, attrs, params = self._function(n)
+            if op == _ALIAS:
+                self.name_of[n] = self.name_of[inputs[0]]
+                return
+            buffers = {}
+            path, typ = _module_of(n)
+        for a in inputs:
+            if a not in self.name_of:
+                raise self.error(n, "reads a tensor tinycl did not capture")
+        node = Node(self._name(n), op, [self.name_of[a] for a in inputs], attrs, params, buffers,
+                    self.sample_shape(n), path, typ, source_of(n))
+        if attrs.pop("frozen", False):
+            self.frozen_stats.add(node.name)
+        self._add(n, node)
+
+    def param_of(self, a) -> str | None:
+        """The parameter name behind an fx ``get_attr`` node (None if it is not a parameter)."""
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            return self.param_name.get(id(self.p2.get(a)))
+        return None
+
+    def _prune(self, out: str) -> None:
+        """Drop nodes whose value never reaches the output (e.g. a weight read by a functional conv)."""
+        live = {out}
+        for nd in reversed(self.nodes):
+            if nd.name in live:
+                live.update(nd.inputs)
+        self.nodes = [nd for nd in self.nodes if nd.name in live or nd.op == "input"]
+
+    def error_fn(self, n):
+        return lambda why: self.error(n, why)
+
+    def _function(self, n: fx.Node):
+        from .functions import lower_function
+        name = target_name(n)
+        op = FUNCTION_OPS.get(name)
+        if op is None or (n.op == "call_function" and not _known_callable(n.target)):
+            raise self.error(n, "is not supported by tinycl")
+        return lower_function(self, n, op)
+
+
+def _known_callable(t) -> bool:
+    mods = (torch, F, operator, torch.Tensor)
+    if any(getattr(m, getattr(t, "__name__", ""), None) is t for m in mods):
+        return True
+    return getattr(t, "__module__", "") in ("torchvision.ops.stochastic_depth",)

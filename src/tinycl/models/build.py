@@ -1,0 +1,175 @@
+"""One engine op per graph node: the table from a node's ``op`` to the layer that runs it."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UnsupportedLayerError
+from ..graph.ir import Node
+from . import graph_ops as G
+from . import layers as T
+
+# Extra primitives (e.g. RangeNorm2d): graph op name -> fn(module, path) -> Layer.
+CUSTOM_BUILDERS: dict[str, callable] = {}
+
+
+class Pointwise(T.Layer):
+    """Activations with an aten backward: hardswish, hardsigmoid, sigmoid, silu, tanh, gelu."""
+
+    _FWD = {"hardswish": torch.ops.aten.hardswish, "hardsigmoid": torch.ops.aten.hardsigmoid,
+            "sigmoid": torch.sigmoid, "silu": torch.ops.aten.silu, "tanh": torch.tanh}
+
+    def __init__(self, name, kind, approximate="none"):
+        super().__init__(name)
+        self.kind, self.approximate = kind, approximate
+
+    def forward(self, x, ctx):
+        if self.kind == "gelu":
+            y = torch.ops.aten.gelu(x, approximate=self.approximate)
+        else:
+            y = self._FWD[self.kind](x)
+        self.saved = (y if self.kind in ("sigmoid", "tanh") else x) if ctx.training else None
+        return ctx.act(y)
+
+    def backward(self, dy, ctx, need_input=True):
+        s, self.saved = self.saved, None
+        a = torch.ops.aten
+        if self.kind == "gelu":
+            dx = a.gelu_backward(dy, s, approximate=self.approximate)
+        else:
+            dx = {"hardswish": a.hardswish_backward, "hardsigmoid": a.hardsigmoid_backward,
+                  "sigmoid": a.sigmoid_backward, "silu": a.silu_backward, "tanh": a.tanh_backward}[self.kind](dy, s)
+        return ctx.grad(dx)
+
+
+class As4d(T.Layer):
+    """Runs a 4-d layer (conv2d, batch norm, 2-d pool) on (N, C) or (N, C, L) tensors."""
+
+    def __init__(self, inner: T.Layer):
+        super().__init__(inner.name)
+        self.inner, self.kind, self.params, self.buffers = inner, inner.kind, inner.params, inner.buffers
+
+    @staticmethod
+    def _to4d(x):
+        return x.reshape(*x.shape, *(1,) * (4 - x.dim())) if x.dim() < 3 else x.unsqueeze(2)
+
+    def forward(self, x, ctx):
+        self.saved = x.dim()
+        y = self.inner.forward(self._to4d(x), ctx)
+        return y.reshape(y.shape[:2]) if self.saved == 2 else y.squeeze(2)
+
+    def backward(self, dy, ctx, need_input=True):
+        rank, self.saved = self.saved, None
+        dx = self.inner.backward(self._to4d(dy), ctx, need_input)
+        return None if dx is None else (dx.reshape(dx.shape[:2]) if rank == 2 else dx.squeeze(2))
+
+
+class LinearND(T.Linear):
+    """Linear on (N, ..., F) inputs: the leading dimensions are flattened into rows."""
+
+    def forward(self, x, ctx):
+        self.shape = x.shape
+        y = super().forward(x.reshape(-1, x.shape[-1]), ctx)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    def backward(self, dy, ctx, need_input=True):
+        dx = super().backward(dy.reshape(-1, dy.shape[-1]), ctx, need_input)
+        return None if dx is None else dx.reshape(self.shape)
+
+
+class ParamValue(T.Layer):
+    """A parameter read as a tensor (``x * self.gamma``); its gradient accumulates into the parameter."""
+
+    kind = "param"
+
+    def forward(self, x, ctx):
+        return self.params["value"].compute(ctx.prec)
+
+    def backward(self, dy, ctx, need_input=True):
+        self.params["value"].accumulate(ctx.grad(dy))
+        return None
+
+
+class ConstValue(T.Layer):
+    kind = "const"
+
+    def forward(self, x, ctx):
+        return self.buffers["value"]
+
+    def backward(self, dy, ctx, need_input=True):
+        return None
+
+
+def _conv(node, p):
+    a = node.attrs
+    return T.Conv2d(node.name, p["weight"].value, p["bias"].value if "bias" in p else None, a["stride"],
+                    a["padding"], a["groups"])
+
+
+def _bn(node, p, b, frozen):
+    a = node.attrs
+    return T.BatchNorm2d(node.name, p["weight"].value, p["bias"].value, b["running_mean"], b["running_var"],
+                         b["num_batches_tracked"], a["eps"], a["momentum"], frozen_stats=frozen)
+
+
+def _pool(node):
+    a = node.attrs
+    if a["dims"] != 2 or a["ceil_mode"] or (node.op == "avgpool" and not a["count_include_pad"]
+                                             and a["padding"] != (0, 0)):
+        raise UnsupportedLayerError(f"{node.op} '{node.name}' with {a} is not supported yet")
+    cls = T.MaxPool2d if node.op == "maxpool" else T.AvgPool2d
+    return cls(node.name, a["kernel"], a["stride"], a["padding"])
+
+
+def _adaptive(node):
+    if all(o == 1 for o in node.attrs["output_size"]) and node.attrs["dims"] == 2:
+        return T.GlobalAvgPool(node.name)
+    raise UnsupportedLayerError(f"adaptive average pool '{node.name}' to {node.attrs['output_size']} "
+                                f"is not supported yet")
+
+
+def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
+    a, op, name = node.attrs, node.op, node.name
+    simple = {
+        "relu": lambda: T.Activation(name, "relu"), "relu6": lambda: T.Activation(name, "relu6"),
+        "leaky_relu": lambda: T.Activation(name, "leaky_relu", a.get("slope", 0.01)),
+        "dropout": lambda: T.Dropout(name, 0.0 if frozen else a["p"]),
+        "reshape": lambda: G.Reshape(name, node.shape), "permute": lambda: G.Permute(name, a["dims"]),
+        "slice": lambda: G.Slice(name, a["index"]), "detach": lambda: G.Detach(name),
+        "mean": lambda: G.Reduce(name, "mean", a["dims"], a["keepdim"]),
+        "sum": lambda: G.Reduce(name, "sum", a["dims"], a["keepdim"]),
+        "cat": lambda: G.Cat(name, a["dim"]), "split": lambda: G.Split(name, a["dim"], a["sizes"], a["squeeze"]),
+        "clamp": lambda: G.Clamp(name, a["min"], a["max"]),
+        "hardtanh": lambda: G.Clamp(name, a["min"], a["max"]),
+        "param": lambda: ParamValue(name), "const": lambda: ConstValue(name), "getitem": lambda: T.Identity(name),
+        "maxpool": lambda: _pool(node), "avgpool": lambda: _pool(node), "adaptive_avgpool": lambda: _adaptive(node),
+    }
+    if op in simple:
+        return simple[op]()
+    if op in ("add", "sub", "mul", "div"):
+        return G.Binary(name, op, a.get("scalar"), a.get("reverse", False))
+    if op in Pointwise._FWD or op == "gelu":
+        return Pointwise(name, op, a.get("approximate", "none"))
+    if op == "conv2d":
+        return _conv(node, p)
+    if op == "linear":
+        return LinearND(name, p["weight"].value, p["bias"].value if "bias" in p else None)
+    if op == "batchnorm":
+        layer = _bn(node, p, b, frozen)
+        return As4d(layer) if len(node.shape) != 3 else layer
+    if op in CUSTOM_BUILDERS:
+        return CUSTOM_BUILDERS[op](a["module"], name)
+    raise UnsupportedLayerError(f"op '{op}' of node '{name}' (module {node.module or '<root>'}) "
+                                f"is not supported by the engine")
+
+
+def build_op(node: Node, pmap: dict, bmap: dict, frozen: bool) -> T.Layer:
+    """The engine op for ``node``, its parameters bound to the shared :class:`Param` objects."""
+    p = {k: pmap[v] for k, v in node.params.items()}
+    b = {k: bmap[v] for k, v in node.buffers.items()}
+    layer = _make(node, p, b, frozen)
+    layer.params = p
+    layer.buffers = b
+    if isinstance(layer, As4d):
+        layer.inner.params, layer.inner.buffers = p, b
+    return layer

@@ -1,0 +1,118 @@
+"""The graph executor: runs a captured :class:`~tinycl.graph.Graph` forward and backward, no autograd.
+
+``GraphLayer`` builds one engine op per node (:mod:`tinycl.models.build`). ``forward`` runs them in
+order and frees each tensor after its last reader; ``backward`` walks them in reverse, summing the
+gradients of a tensor read more than once, and skips every node that no trainable parameter and no
+requested input gradient depends on. Parameters are shared objects: a module called twice shares
+its weights and their gradients add up.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..graph import Graph
+from .build import build_op
+from .layers import Layer, Param
+
+
+class GraphLayer(Layer):
+    """A whole captured graph as one layer (the root of a :class:`~tinycl.models.network.Network`)."""
+
+    kind = "graph"
+
+    def __init__(self, graph: Graph):
+        super().__init__("")
+        self.graph = graph
+        self.pmap: dict[str, Param] = {k: Param(v.detach().clone()) for k, v in graph.params.items()}
+        for k in graph.frozen:
+            self.pmap[k].trainable = False
+        self.bmap: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in graph.buffers.items()}
+        self.nodes = [n for n in graph.nodes if n.op != "input"]
+        self.ops = {n.name: build_op(n, self.pmap, self.bmap, n.name in graph.frozen_stats) for n in self.nodes}
+        self._plan()
+
+    def _plan(self) -> None:
+        """Last readers (to free tensors) and which nodes need a gradient."""
+        g = self.graph
+        self.last_use: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            for x in n.inputs:
+                self.last_use[x] = i
+        self.needs: dict[str, bool] = {g.input: False}
+        self.needs_from_input: dict[str, bool] = {g.input: True}
+        for n in self.nodes:
+            own = any(self.pmap[p].trainable for p in n.params.values())
+            stop = getattr(self.ops[n.name], "stops_gradient", False)
+            self.needs[n.name] = not stop and (own or any(self.needs[i] for i in n.inputs))
+            self.needs_from_input[n.name] = not stop and (own or any(self.needs_from_input[i] for i in n.inputs))
+
+    # -- passes ---------------------------------------------------------------------------
+    def forward(self, x, ctx):
+        vals = {self.graph.input: x}
+        for i, n in enumerate(self.nodes):
+            op = self.ops[n.name]
+            xs = [vals[k] for k in n.inputs]
+            if n.op == "getitem":
+                y = xs[0][n.attrs["index"]]
+            elif n.op in ("param", "const"):
+                y = op.forward(None, ctx)
+            elif hasattr(op, "forward_many"):
+                y = op.forward_many(xs, ctx)
+            else:
+                y = op.forward(xs[0], ctx)
+            vals[n.name] = y
+            for k in n.inputs:
+                if self.last_use.get(k) == i and k != self.graph.output:
+                    del vals[k]
+        return vals[self.graph.output]
+
+    def backward(self, dy, ctx, need_input=True):
+        needs = self.needs_from_input if need_input else self.needs
+        grads: dict[str, object] = {self.graph.output: dy}
+        for n in reversed(self.nodes):
+            g = grads.pop(n.name, None)
+            if g is None or not needs[n.name]:
+                self.ops[n.name].saved = None
+                continue
+            want = [needs[i] for i in n.inputs]
+            op = self.ops[n.name]
+            if n.op == "getitem":
+                self._add_part(grads, n.inputs[0], n.attrs["index"], g, len(self.graph[n.inputs[0]].shape))
+                continue
+            if n.op in ("param", "const"):
+                op.backward(g, ctx)
+                continue
+            if hasattr(op, "backward_many"):
+                outs = op.backward_many(g, ctx, want)
+            else:
+                outs = (op.backward(g, ctx, want[0]),)
+            for k, w, gx in zip(n.inputs, want, outs):
+                if w and gx is not None:
+                    prev = grads.get(k)
+                    grads[k] = gx if prev is None else _sum(prev, gx)
+        return grads.get(self.graph.input) if need_input else None
+
+    @staticmethod
+    def _add_part(grads, parent, index, g, count):
+        parts = grads.get(parent)
+        if parts is None:
+            parts = [None] * count
+            grads[parent] = parts
+        parts[index] = g if parts[index] is None else _sum(parts[index], g)
+
+    # -- parameters -------------------------------------------------------------------------
+    def named_params(self):
+        yield from self.pmap.items()
+
+    def named_buffers(self):
+        yield from self.bmap.items()
+
+    def layers(self):
+        for n in self.nodes:
+            yield self.ops[n.name]
+
+
+def _sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b without writing into a tensor some op may still hold."""
+    return a + b
