@@ -1,0 +1,155 @@
+"""The captured graph: real library models, user-written modules, the semantics a user relies on."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from realmodels import torchvision_models
+from test_network import check_against_autograd
+from tinycl import from_torch
+from tinycl.errors import UnsupportedLayerError
+from tinycl.graph import capture
+from tinycl.kernels.optim import SGD
+
+D = torch.float64
+
+
+def _no_randomness(model):
+    for m in model.modules():
+        if isinstance(m, nn.Dropout) or type(m).__name__ == "StochasticDepth":
+            m.p = 0.0
+    return model
+
+
+TORCHVISION = ["mobilenet_v2", "mobilenet_v3_small", "resnet18", "shufflenet_v2_x0_5"]
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_model_matches_autograd(name):
+    model = _no_randomness(getattr(torchvision_models(), name)(num_classes=10))
+    check_against_autograd(model, (3, 64, 64), batch=2)
+
+
+class UserResNet(nn.Module):
+    """A residual network as users write it: its own forward, functional ops, a tensor read twice."""
+
+    def __init__(self, c=8, classes=5):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.short = nn.Conv2d(c, 2 * c, 1, stride=2)
+        self.fc = nn.Linear(2 * c, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = x + F.relu(self.conv1(x))          # x read twice
+        y = self.conv2(x) + self.short(x)
+        y = torch.relu(y) * torch.sigmoid(y.mean((2, 3), keepdim=True))  # squeeze-excitation style gate
+        return self.fc(torch.flatten(y.mean((2, 3)), 1))
+
+
+def test_user_written_residual_network():
+    check_against_autograd(UserResNet(), (3, 9, 9), batch=3)
+
+
+def test_functional_names_follow_module_paths():
+    tvm = torchvision_models()
+    g = capture(tvm.resnet18(num_classes=10), (3, 32, 32))
+    names = [n.name for n in g.nodes]
+    assert "layer2.0.add" in names and "layer2.0.conv1" in names
+    assert "layer1.0.relu@1" in names  # torchvision's BasicBlock calls self.relu twice
+    assert g.resolve("layer3") == "layer3.1.relu@1"  # a module names its output node
+    front, back = g.split("layer3")
+    assert front.output == "layer3.1.relu@1" and back.nodes[0].shape == (256, 2, 2)
+
+
+def test_module_called_twice_shares_weights_and_sums_gradients():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.lin(torch.tanh(self.lin(x)))))
+
+    net = check_against_autograd(Twice(), (4,), batch=3)
+    assert set(net.named_grads()) == {"lin.weight", "lin.bias", "out.weight", "out.bias"}
+
+
+def test_frozen_parameters_get_no_gradient_and_no_update():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).to(D)
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    net = from_torch(model, (2, 5, 5))
+    before = net.state_dict()
+    x, y = torch.randn(4, 2, 5, 5, dtype=D), torch.randint(0, 3, (4,))
+    net.train_step(x, y, SGD(lr=0.5))
+    after = net.state_dict()
+    assert torch.equal(before["0.weight"], after["0.weight"]) and torch.equal(before["0.bias"], after["0.bias"])
+    assert not torch.equal(before["3.weight"], after["3.weight"])
+    out = net.forward(x)
+    net.backward(torch.ones_like(out), need_input=False)
+    assert set(net.named_grads()) == {"3.weight", "3.bias"}
+    assert net.root.ops["0"].saved is None  # backward stopped before the frozen conv
+
+
+def test_forward_hook_is_refused_by_name():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 2)))
+    model[1][1].register_forward_hook(lambda m, i, o: o * 2)
+    with pytest.raises(UnsupportedLayerError, match=r"module '1\.1' \(Linear\) has a forward hook"):
+        from_torch(model, (3,))
+
+
+def test_parametrization_and_weight_norm_are_refused():
+    from torch.nn.utils import parametrizations, weight_norm
+    m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    parametrizations.orthogonal(m[0])
+    with pytest.raises(UnsupportedLayerError, match=r"module '0' \(ParametrizedLinear\) has a parametrization"):
+        from_torch(m, (3,))
+    m = nn.Sequential(nn.Linear(3, 3), weight_norm(nn.Linear(3, 2)))
+    with pytest.raises(UnsupportedLayerError, match=r"module '1' \(Linear\) uses weight_norm"):
+        from_torch(m, (3,))
+
+
+def test_data_dependent_branch_is_refused_with_module_and_line():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x
+            return -x
+
+    model = nn.Sequential(nn.Linear(3, 3), Branchy())
+    with pytest.raises(UnsupportedLayerError, match=r"module '1' \(Branchy\).*branch.*test_graph_capture.py:\d+"):
+        from_torch(model, (3,))
+
+
+def test_ops_that_touch_the_batch_are_refused():
+    class BatchMean(nn.Module):
+        def forward(self, x):
+            return x - x.mean(0, keepdim=True)
+
+    with pytest.raises(UnsupportedLayerError, match=r"op 'mean' .*batch"):
+        from_torch(nn.Sequential(nn.Linear(3, 3), BatchMean()), (3,))
+
+
+def test_channel_shuffle_split_cat_and_slicing():
+    class Shuffle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(4, 4, 1)
+            self.fc = nn.Linear(8 * 3 * 3, 3)
+
+        def forward(self, x):
+            l, r = x.chunk(2, dim=1)
+            y = torch.cat((l, self.a(r)), dim=1)
+            n, c, h, w = y.size()
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+            y = torch.cat([y, y[:, 2:6] * 0.5], 1)[:, :, 1:, ::2]
+            y = y.permute(0, 2, 3, 1)  # a 3-cycle: its backward needs the inverse permutation
+            return self.fc(y.reshape(y.size(0), -1)[:, :72])
+
+    check_against_autograd(Shuffle(), (8, 4, 5), batch=2)
