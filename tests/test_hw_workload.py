@@ -105,7 +105,7 @@ def test_zoo_resnet8_conv_macs_by_hand():
 
 def test_errors_are_clear():
     m = seq(a=nn.Linear(4, 4), b=nn.Linear(4, 2))
-    with pytest.raises(TinyclError, match="split points: a, b"):
+    with pytest.raises(TinyclError, match=r"no layer named .zz.; split points: a "):
         build_workload(m, (4,), "zz")
     with pytest.raises(TinyclError, match="precision"):
         build_workload(m, (4,), None, "fp8")

@@ -113,7 +113,8 @@ def test_two_layer_integer_pipeline_matches_python_ints():
                           nn.Linear(3 * 3 * 3, 4))
     x = torch.randn(3, 2, 5, 5)
     qf = quantize_front(front, x)
-    conv, _, lin = qf.ops
+    conv, flat, lin = qf.ops
+    assert flat.kind == "view"
     xq = Q.quantize(x, qf.in_scale, qf.in_zp)
     # conv layer in python ints
     h = [[[[0] * 3 for _ in range(3)] for _ in range(3)] for _ in range(3)]
@@ -160,12 +161,21 @@ def test_nbytes_residual_add_params():
 
 # ----------------------------------------------------------------------------- errors
 
+class _Binary(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.a, self.b, self.op = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), op
+
+    def forward(self, x):
+        return self.op(self.a(x), self.b(x))
+
+
 @pytest.mark.parametrize("front, path, kind", [
-    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), nn.GELU())), "1.1", "GELU"),
-    (nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)), "1", "BatchNorm2d"),
     (nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2)), "0", "Conv2d"),
     (nn.Sequential(nn.AdaptiveAvgPool2d(2)), "0", "AdaptiveAvgPool2d"),
-    (nn.Sequential(Residual(nn.Sequential(nn.Conv2d(3, 3, 1), nn.Sigmoid()))), "0.body.1", "Sigmoid"),
+    (nn.Sequential(nn.Conv2d(3, 3, 1), nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True))), "1.0", "MaxPool2d"),
+    (nn.Sequential(nn.Conv2d(3, 3, 1), _Binary(torch.sub)), "1.sub", "sub"),
+    (nn.Sequential(nn.Conv2d(3, 3, 1), _Binary(torch.div)), "1.div", "div"),
 ])
 def test_unsupported_layer_names_path_and_type(front, path, kind):
     with pytest.raises(UnsupportedLayerError) as e:
@@ -200,8 +210,10 @@ def test_more_layer_kinds_close_to_float():
     calib, held = torch.randn(96, 3, 15, 15, generator=g), torch.randn(32, 3, 15, 15, generator=g)
     qf = quantize_front(front, calib)
     kinds = [type(op).__name__ + ":" + getattr(op, "kind", "") for op in qf.ops]
-    assert kinds == ["_Weighted:conv", "_Plain:maxpool", "_Plain:relu", "_Res:", "_Plain:avgpool", "_Plain:relu6"]
-    assert qf.ops[0].act is None and qf.ops[3].act is None  # nothing to fuse there
+    assert kinds == ["Weighted:conv", "Keep:maxpool", "Keep:relu", "Weighted:conv", "Weighted:conv",
+                     "Weighted:conv", "Add:", "Keep:avgpool", "Keep:relu6"]
+    assert qf.ops[0].act is None and qf.ops[6].act is None  # nothing to fuse there
+    assert qf.ops[3].act == "relu" and all(qf.ops[i].folded for i in (3, 4, 5))
     f, d = float_front_eval(front, held), qf(held)
     assert d.shape == f.shape == (32, 12, 4, 4)
     rel = ((d - f).norm() / f.norm()).item()

@@ -102,8 +102,10 @@ class Graph:
             return name
         if name in self.module_outputs:
             return self.module_outputs[name]
-        raise TinyclError(f"no layer named {name!r}; `tinycl layers` lists the names "
-                          f"(e.g. {', '.join(split_candidates(self)[:4])})")
+        points = split_candidates(self)
+        more = ", ..." if len(points) > 12 else ""
+        raise TinyclError(f"no layer named {name!r}; split points: {', '.join(points[:12])}{more} "
+                          f"(`tinycl layers` lists every node)")
 
     def cut_points(self) -> list[str]:
         """Nodes where the graph can be cut in two: the only live tensor after them is their output."""

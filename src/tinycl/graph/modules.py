@@ -49,8 +49,8 @@ def _linear(m, path, err):
 
 
 def _batchnorm(m, path, err):
-    if not m.affine or not m.track_running_stats or m.momentum is None:
-        raise err("needs affine=True, track_running_stats=True and a numeric momentum")
+    if not m.track_running_stats or m.momentum is None:
+        raise err("needs track_running_stats=True and a numeric momentum")
     bufs = {k: f"{path}.{k}" for k in ("running_mean", "running_var", "num_batches_tracked")}
     return "batchnorm", dict(eps=m.eps, momentum=m.momentum, channels=m.num_features), \
         _pw(m, path, err, "weight", "bias"), bufs

@@ -107,7 +107,13 @@ def _conv(node, p):
 
 
 def _bn(node, p, b, frozen):
+    """Batch norm; without affine parameters, a fixed scale 1 and shift 0 (not parameters)."""
     a = node.attrs
+    c = a["channels"]
+    mean = b["running_mean"]
+    for role, fill in (("weight", 1.0), ("bias", 0.0)):
+        if role not in p:
+            p[role] = T.Param(torch.full((c,), fill, dtype=mean.dtype), trainable=False)
     return T.BatchNorm2d(node.name, p["weight"].value, p["bias"].value, b["running_mean"], b["running_var"],
                          b["num_batches_tracked"], a["eps"], a["momentum"], frozen_stats=frozen)
 
