@@ -199,10 +199,6 @@ def layernorm_ops(numel: int, normalized_numel: int, affine: bool = True, bias: 
     return _ops(4 * numel, 6 * numel, 2 * numel if affine else 0, params)
 
 
-def _sum_windows(sizes) -> int:
-    return sum(sizes)
-
-
 def pool2d_ops(n: int, c: int, hw, kernel, stride=None, padding=0, ceil_mode: bool = False,
                kind: str = "max") -> dict[str, int]:
     """Ops of a 2d max or average pool (dilation 1), windows clipped to the input.
@@ -216,7 +212,7 @@ def pool2d_ops(n: int, c: int, hw, kernel, stride=None, padding=0, ceil_mode: bo
     sh, sw = (kh, kw) if stride is None else _hw(stride)
     wh = pool_window_sizes(hw[0], kh, sh, ph, ceil_mode)
     ww = pool_window_sizes(hw[1], kw, sw, pw, ceil_mode)
-    reads = n * c * _sum_windows(wh) * _sum_windows(ww)
+    reads = n * c * sum(wh) * sum(ww)
     outs = n * c * len(wh) * len(ww)
     if kind == "max":
         return _ops(reads, outs)
