@@ -348,3 +348,26 @@ def test_binary_op_counts():
     assert macs.binary_ops("sub", (3,), (3,), None)["backward_input"] == 0
     # a / b with b of shape (3,): da 6 divides, db 3 ops * 6 + 3 adds
     assert macs.binary_ops("div", (2, 3), (2, 3), (3,))["backward_input"] == 6 + 18 + 3
+
+
+def test_float32_runs():
+    """Every op keeps float32 and agrees with its float64 result."""
+    a64, b64 = rand((2, 3, 4), 0), rand((3, 1), 1).abs() + 0.5
+    a, b = a64.float(), b64.float()
+    cases = [
+        lambda x, y: E.div_backward(torch.ones_like(x), x, y)[1],
+        lambda x, y: E.mul_backward(torch.ones_like(x), x, y)[1],
+        lambda x, y: A.hardswish_backward(x, x * 2),
+        lambda x, y: A.gelu_backward(x, x, "tanh"),
+        lambda x, y: A.silu_forward(x),
+        lambda x, y: A.sigmoid_backward(x, A.sigmoid_forward(x)),
+        lambda x, y: S.split_backward([None, x[:, :2]], (2, 5, 4), [3, 2], 1),
+        lambda x, y: S.slice_backward(x, (2, 3, 9), -1, 1, None, 2),
+        lambda x, y: R.mean_backward(R.mean_forward(x, (0, 2)), x.shape, (0, 2)),
+        lambda x, y: M.stochastic_depth_forward(x, 0.5, "row", True, torch.Generator().manual_seed(0))[0],
+    ]
+    for f in cases:
+        y, y64 = f(a, b), f(a64, b64)
+        assert y.dtype == torch.float32
+        assert (y.double() - y64).abs().max() <= 1e-5 * y64.abs().max().clamp_min(1.0)
+    assert S.identity_forward(a) is a and S.identity_backward(b) is b

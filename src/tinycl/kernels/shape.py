@@ -1,5 +1,5 @@
 """Shape and routing ops: cat, split, chunk, permute, transpose, reshape / view, flatten,
-slicing along one dim, select, contiguous; forward and input gradient.
+slicing along one dim, select, contiguous, identity; forward and input gradient.
 
 None of these does arithmetic (``macs.shape_ops`` counts 0 ops); they move data, which the
 memory planner counts in bytes. Backward of a split with some outputs unused takes ``None``
@@ -16,7 +16,8 @@ __all__ = ["cat_forward", "cat_backward", "split_sizes", "chunk_sizes", "split_f
            "chunk_forward", "chunk_backward", "permute_forward", "permute_backward", "transpose_forward",
            "transpose_backward", "reshape_forward", "reshape_backward", "view_forward", "view_backward",
            "flatten_dims_forward", "flatten_dims_backward", "slice_forward", "slice_backward",
-           "select_forward", "select_backward", "contiguous_forward", "contiguous_backward"]
+           "select_forward", "select_backward", "contiguous_forward", "contiguous_backward", "identity_forward",
+           "identity_backward"]
 
 
 def _dim(dim: int, ndim: int) -> int:
@@ -202,4 +203,13 @@ def contiguous_forward(x: torch.Tensor) -> torch.Tensor:
 
 
 def contiguous_backward(dy: torch.Tensor) -> torch.Tensor:
+    return dy
+
+
+def identity_forward(x: torch.Tensor) -> torch.Tensor:
+    """``nn.Identity`` (and Dropout in eval): returns ``x`` itself."""
+    return x
+
+
+def identity_backward(dy: torch.Tensor) -> torch.Tensor:
     return dy
