@@ -43,21 +43,22 @@ def grads_of(fn, *xs, seed=0):
 # LayerNorm
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("impl", ["aten", "explicit"])
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.integers(1, 3), st.sampled_from(["both", "gamma",
        "none"]), st.integers(0, 50))
-def test_layernorm(shape, k, affine, seed):
+def test_layernorm(impl, shape, k, affine, seed):
     k = min(k, len(shape))
     ns = shape[-k:]
     x = rand(shape, seed, 3.0) + 1
     gamma = rand(ns, seed + 1) if affine != "none" else None
     beta = rand(ns, seed + 2) if affine == "both" else None
     y, dy, (dx, dg, db) = grads_of(lambda t, g, b: F.layer_norm(t, ns, g, b, 1e-5), x, gamma, beta)
-    yy, cache = LN.layernorm_forward(x, ns, gamma, beta, 1e-5)
+    yy, cache = LN.layernorm_forward(x, ns, gamma, beta, 1e-5, impl)
     close(yy, y)
-    ddx, ddg, ddb = LN.layernorm_backward(dy, ns, gamma, beta, cache)
+    ddx, ddg, ddb = LN.layernorm_backward(dy, ns, gamma, beta, cache, impl=impl)
     close(ddx, dx)
-    close(LN.layernorm_backward_input(dy, ns, gamma, cache), dx)
-    wg, wb = LN.layernorm_backward_weight(dy, ns, gamma, beta, cache)
+    close(LN.layernorm_backward_input(dy, ns, gamma, cache, impl), dx)
+    wg, wb = LN.layernorm_backward_weight(dy, ns, gamma, beta, cache, impl)
     for got, got2, want in ((ddg, wg, dg), (ddb, wb, db)):
         if want is None:
             assert got is None and got2 is None
@@ -103,15 +104,16 @@ def test_batchnorm1d_train(impl, n, c, length, affine, seed):
         assert ddg is None and ddb is None
 
 
+@pytest.mark.parametrize("impl", ["aten", "explicit"])
 @given(st.integers(1, 3), st.integers(1, 4), st.one_of(st.none(), st.integers(1, 5)), st.booleans())
-def test_batchnorm1d_eval(n, c, length, affine):
+def test_batchnorm1d_eval(impl, n, c, length, affine):
     shape = (n, c) if length is None else (n, c, length)
     x = rand(shape, n + c)
     gamma, beta = (rand(c, 1), rand(c, 2)) if affine else (None, None)
     rm, rv = rand(c, 3), torch.rand(c, dtype=D) + 0.5
     y, dy, (dx, dg, db) = grads_of(lambda t, g, b: F.batch_norm(t, rm, rv, g, b, False, 0.1, 1e-5), x, gamma, beta)
-    close(BN.batchnorm1d_forward_eval(x, gamma, beta, rm, rv), y)
-    ddx, ddg, ddb = BN.batchnorm1d_backward_eval(dy, x, gamma, beta, rm, rv)
+    close(BN.batchnorm1d_forward_eval(x, gamma, beta, rm, rv, 1e-5, impl), y)
+    ddx, ddg, ddb = BN.batchnorm1d_backward_eval(dy, x, gamma, beta, rm, rv, 1e-5, impl)
     close(ddx, dx)
     if affine:
         close(ddg, dg)

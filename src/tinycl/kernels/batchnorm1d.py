@@ -45,14 +45,12 @@ def batchnorm1d_forward_train(x, gamma, beta, running_mean=None, running_var=Non
         raise TinyclError(f"BatchNorm1d in training needs more than 1 value per channel, got input shape "
                           f"{list(x.shape)}")
     g, b = _affine(x, gamma, beta)
-    if impl == "aten":
+    if _impl(impl) == "aten":
         y, inner = norm.batchnorm_train_aten(x4, g, b, running_mean, running_var, eps, momentum)
-    elif impl == "explicit":
+    else:
         y, inner = norm.batchnorm_forward_train(x4, g, b, eps)
         if running_mean is not None and running_var is not None:
             norm.batchnorm_update_running(running_mean, running_var, inner[2], inner[3], count, momentum)
-    else:
-        raise TinyclError(f"batch norm impl {impl!r} is not one of 'aten', 'explicit'")
     return y.reshape(x.shape), (impl, tuple(x.shape), inner)
 
 
@@ -68,16 +66,30 @@ def batchnorm1d_backward_train(dy, gamma, beta, cache, eps: float = 1e-5):
     return dx.reshape(shape), (dg if gamma is not None else None), (db if beta is not None else None)
 
 
-def batchnorm1d_forward_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
+def batchnorm1d_forward_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5, impl: str = "aten"):
     """Running statistics: an affine map per channel. Returns ``y``."""
     x4 = _as4d(x)
     g, b = _affine(x, gamma, beta)
-    return norm.batchnorm_eval_aten(x4, g, b, running_mean, running_var, eps).reshape(x.shape)
+    if _impl(impl) == "aten":
+        y = norm.batchnorm_eval_aten(x4, g, b, running_mean, running_var, eps)
+    else:
+        y = norm.batchnorm_forward_eval(x4, g, b, running_mean, running_var, eps)[0]
+    return y.reshape(x.shape)
 
 
-def batchnorm1d_backward_eval(dy, x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
+def batchnorm1d_backward_eval(dy, x, gamma, beta, running_mean, running_var, eps: float = 1e-5,
+                              impl: str = "aten"):
     """``(dx, dgamma or None, dbeta or None)`` through the frozen running statistics."""
     dy4, x4 = _as4d(dy), _as4d(x)
     g, _ = _affine(x, gamma, beta)
-    dx, dg, db = norm.batchnorm_backward_eval_aten(dy4, x4, g, running_mean, running_var, eps)
+    if _impl(impl) == "aten":
+        dx, dg, db = norm.batchnorm_backward_eval_aten(dy4, x4, g, running_mean, running_var, eps)
+    else:
+        dx, dg, db = norm.batchnorm_backward_eval(dy4, x4, g, running_mean, torch.rsqrt(running_var + eps))
     return dx.reshape(x.shape), (dg if gamma is not None else None), (db if beta is not None else None)
+
+
+def _impl(impl: str) -> str:
+    if impl not in ("aten", "explicit"):
+        raise TinyclError(f"batch norm impl {impl!r} is not one of 'aten', 'explicit'")
+    return impl

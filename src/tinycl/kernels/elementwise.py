@@ -37,13 +37,13 @@ def unbroadcast(g: torch.Tensor, shape) -> torch.Tensor:
     Sums the leading dimensions ``shape`` lacks and, keeping them, the dimensions where
     ``shape`` has size 1. Returns ``g`` itself when the shapes already match.
     """
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
+    gs = g.shape
+    if gs == shape:
         return g
-    lead = g.dim() - len(shape)
-    dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
-    out = g.sum(dim=dims, keepdim=True) if dims else g
-    return out.reshape(shape)
+    lead = len(gs) - len(shape)
+    dims = list(range(lead)) + [lead + i for i, s in enumerate(shape) if s == 1 and gs[lead + i] != 1]
+    out = g.sum(dims, keepdim=True) if dims else g
+    return out if lead == 0 else out.reshape(shape)
 
 
 def _grad(g, operand):
@@ -51,16 +51,21 @@ def _grad(g, operand):
     return unbroadcast(g, operand.shape) if _is_tensor(operand) else None
 
 
-def _check(a, b):
+def _apply(op, a, b) -> torch.Tensor:
+    """``op(a, b)``; a shape mismatch or two numbers is a :class:`TinyclError` (checked only on failure,
+    so the common case costs one library call)."""
     if not (_is_tensor(a) or _is_tensor(b)):
         raise TinyclError("an elementwise op needs at least one tensor operand")
-    broadcast_shape(a, b)
+    try:
+        return op(a, b)
+    except RuntimeError:
+        broadcast_shape(a, b)  # raises the one-line error for a mismatch
+        raise
 
 
 def add_forward(a, b) -> torch.Tensor:
     """``y = a + b`` (broadcasting)."""
-    _check(a, b)
-    return a + b
+    return _apply(torch.add, a, b)
 
 
 def add_backward(dy: torch.Tensor, a, b):
@@ -70,8 +75,7 @@ def add_backward(dy: torch.Tensor, a, b):
 
 def sub_forward(a, b) -> torch.Tensor:
     """``y = a - b`` (broadcasting)."""
-    _check(a, b)
-    return a - b
+    return _apply(torch.sub, a, b)
 
 
 def sub_backward(dy: torch.Tensor, a, b):
@@ -81,8 +85,7 @@ def sub_backward(dy: torch.Tensor, a, b):
 
 def mul_forward(a, b) -> torch.Tensor:
     """``y = a * b`` (broadcasting)."""
-    _check(a, b)
-    return a * b
+    return _apply(torch.mul, a, b)
 
 
 def mul_backward(dy: torch.Tensor, a, b):
@@ -94,8 +97,7 @@ def mul_backward(dy: torch.Tensor, a, b):
 
 def div_forward(a, b) -> torch.Tensor:
     """``y = a / b`` (true division, broadcasting)."""
-    _check(a, b)
-    return a / b
+    return _apply(torch.div, a, b)
 
 
 def div_backward(dy: torch.Tensor, a, b, y: torch.Tensor | None = None):

@@ -1,4 +1,6 @@
-"""MAC counts of the training steps of each primitive (multiply-accumulates, not FLOPs).
+"""Geometry and cost of each primitive: output sizes (conv, pool with ceil_mode, adaptive
+pool, upsampling), MAC counts of the training steps of conv / linear (multiply-accumulates,
+not FLOPs) and operation counts of the other graph ops (adds, multiplies, compares).
 
 Conventions, shared by the kernels and the cost models in ``tinycl.hw``:
 - ``forward``, ``backward_input``, ``backward_weight`` count the MACs of a dense
