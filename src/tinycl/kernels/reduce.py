@@ -30,8 +30,18 @@ def reduce_dims(dims, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _reduce(op, x, dims, keepdim):
+    """``op(x, dims, keepdim)``; the dims are validated (one-line error) only when torch refuses them."""
+    try:
+        return op(x, dim=None if dims is None or (not isinstance(dims, int) and len(dims) == 0) else dims,
+                  keepdim=keepdim)
+    except (RuntimeError, IndexError):
+        reduce_dims(dims, x.dim())
+        raise
+
+
 def sum_forward(x: torch.Tensor, dims=None, keepdim: bool = False) -> torch.Tensor:
-    return x.sum(dim=reduce_dims(dims, x.dim()), keepdim=keepdim)
+    return _reduce(torch.sum, x, dims, keepdim)
 
 
 def _expand_back(dy: torch.Tensor, x_shape, dims, keepdim: bool) -> torch.Tensor:
@@ -50,7 +60,7 @@ def sum_backward(dy: torch.Tensor, x_shape, dims=None, keepdim: bool = False) ->
 
 
 def mean_forward(x: torch.Tensor, dims=None, keepdim: bool = False) -> torch.Tensor:
-    return x.mean(dim=reduce_dims(dims, x.dim()), keepdim=keepdim)
+    return _reduce(torch.mean, x, dims, keepdim)
 
 
 def mean_backward(dy: torch.Tensor, x_shape, dims=None, keepdim: bool = False) -> torch.Tensor:

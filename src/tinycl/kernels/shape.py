@@ -61,8 +61,11 @@ def chunk_sizes(size: int, chunks: int) -> list[int]:
 
 def split_forward(x: torch.Tensor, split_size_or_sections, dim: int = 0) -> list[torch.Tensor]:
     """``torch.split``: pieces of ``x`` along ``dim`` (views)."""
-    d = _dim(dim, x.dim())
-    return list(x.split(split_sizes(x.shape[d], split_size_or_sections), d))
+    try:
+        return list(x.split(split_size_or_sections, dim))
+    except (RuntimeError, IndexError):
+        split_sizes(x.shape[_dim(dim, x.dim())], split_size_or_sections)  # raises the one-line error
+        raise
 
 
 def split_backward(dys, x_shape, split_size_or_sections, dim: int = 0) -> torch.Tensor:
@@ -90,8 +93,11 @@ def split_backward(dys, x_shape, split_size_or_sections, dim: int = 0) -> torch.
 
 def chunk_forward(x: torch.Tensor, chunks: int, dim: int = 0) -> list[torch.Tensor]:
     """``torch.chunk``: at most ``chunks`` pieces along ``dim`` (views)."""
-    d = _dim(dim, x.dim())
-    return list(x.split(chunk_sizes(x.shape[d], chunks), d))
+    try:
+        return list(x.chunk(chunks, dim))
+    except (RuntimeError, IndexError):
+        chunk_sizes(x.shape[_dim(dim, x.dim())], chunks)  # raises the one-line error
+        raise
 
 
 def chunk_backward(dys, x_shape, chunks: int, dim: int = 0) -> torch.Tensor:
@@ -109,7 +115,11 @@ def _perm(dims, ndim: int) -> list[int]:
 
 def permute_forward(x: torch.Tensor, dims) -> torch.Tensor:
     """``x.permute(dims)`` (a view)."""
-    return x.permute(_perm(dims, x.dim()))
+    try:
+        return x.permute(tuple(dims))
+    except (RuntimeError, IndexError):
+        _perm(dims, x.dim())  # raises the one-line error
+        raise
 
 
 def permute_backward(dy: torch.Tensor, dims) -> torch.Tensor:
@@ -123,12 +133,16 @@ def permute_backward(dy: torch.Tensor, dims) -> torch.Tensor:
 
 def transpose_forward(x: torch.Tensor, dim0: int, dim1: int) -> torch.Tensor:
     """``x.transpose(dim0, dim1)`` (a view)."""
-    return x.transpose(_dim(dim0, x.dim()), _dim(dim1, x.dim()))
+    try:
+        return x.transpose(dim0, dim1)
+    except IndexError:
+        _dim(dim0, x.dim()), _dim(dim1, x.dim())  # raises the one-line error
+        raise
 
 
 def transpose_backward(dy: torch.Tensor, dim0: int, dim1: int) -> torch.Tensor:
     """A transpose is its own inverse."""
-    return dy.transpose(_dim(dim0, dy.dim()), _dim(dim1, dy.dim()))
+    return transpose_forward(dy, dim0, dim1)
 
 
 def reshape_forward(x: torch.Tensor, shape) -> torch.Tensor:
