@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import TinyclError
+
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Output length of one spatial dimension of a convolution or pooling window."""
@@ -144,6 +146,8 @@ def binary_ops(kind: str, out_shape, a_shape=None, b_shape=None) -> dict[str, in
     ``backward_input`` = per-element gradient ops of each tensor operand plus the adds that
     reduce its gradient to its own shape (:func:`reduce_to_ops`).
     """
+    if kind not in BINARY_OPS:
+        raise TinyclError(f"no op count for elementwise op {kind!r} (known: {', '.join(BINARY_OPS)})")
     f, ga, gb = BINARY_OPS[kind]
     m = _numel(out_shape)
     back = 0
@@ -165,13 +169,16 @@ def binary_ops(kind: str, out_shape, a_shape=None, b_shape=None) -> dict[str, in
 # gelu "tanh": 0.5 x (1 + tanh(c (x + 0.044715 x^3))): 2 mul (x^3), mul, add, mul, tanh, add, 2 mul;
 #   backward: the inner value and tanh (6), 1 - t*t (2), the inner derivative 1 + 3*0.044715 x^2 (3),
 #   the product with c (1), 0.5 (1 + t) + 0.5 x (1 - t^2) inner' (5), dy * (1).
-ACTIVATION_OPS = {"relu": (1, 1), "relu6": (2, 2), "leaky_relu": (2, 2), "hardsigmoid": (4, 3),
+# The ReLU family keeps activations.elementwise_ops (one op per element per step).
+ACTIVATION_OPS = {"relu": (1, 1), "hardsigmoid": (4, 3),
                   "hardswish": (5, 5), "sigmoid": (4, 3), "tanh": (1, 3), "silu": (5, 9),
                   "gelu": (5, 11), "gelu_tanh": (9, 18)}
 
 
 def activation_ops(name: str, numel: int) -> dict[str, int]:
     """Ops of a pointwise activation on ``numel`` elements (table ``ACTIVATION_OPS``)."""
+    if name not in ACTIVATION_OPS:
+        raise TinyclError(f"no op count for activation {name!r} (known: {', '.join(ACTIVATION_OPS)})")
     f, b = ACTIVATION_OPS[name]
     return _ops(f * numel, b * numel)
 
