@@ -1,8 +1,10 @@
-"""Shape and routing primitives: flatten, residual add, dropout."""
+"""Shape and routing primitives: flatten, residual add, dropout, stochastic depth."""
 
 from __future__ import annotations
 
 import torch
+
+from ..errors import TinyclError
 
 
 def flatten_forward(x: torch.Tensor) -> torch.Tensor:
@@ -36,3 +38,31 @@ def dropout_backward(dy: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
 def elementwise_ops(numel: int, backward: bool = True) -> dict[str, int]:
     """Operations of a residual add or dropout: one per element forward (and backward)."""
     return {"forward": numel, "backward_input": numel if backward else 0, "backward_weight": 0, "update": 0}
+
+
+def stochastic_depth_forward(x: torch.Tensor, p: float, mode: str = "row", training: bool = True,
+                             generator: torch.Generator | None = None):
+    """``torchvision.ops.stochastic_depth``: returns ``(y, mask)``; ``mask`` is None when it is the identity.
+
+    ``mode="row"`` drops each sample's whole residual branch with probability ``p`` (mask
+    ``N x 1 x ... x 1``); ``"batch"`` drops it for the whole batch (mask ``1 x ... x 1``).
+    Kept entries are scaled by ``1 / (1 - p)``. Identity in eval or with ``p == 0``. The mask
+    is drawn with ``bernoulli_(1 - p, generator=generator)``, as torchvision draws it.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise TinyclError(f"stochastic depth probability must be in [0, 1], got {p}")
+    if mode not in ("row", "batch"):
+        raise TinyclError(f"stochastic depth mode must be 'row' or 'batch', got {mode!r}")
+    if not training or p == 0.0:
+        return x, None
+    survival = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.dim() - 1) if mode == "row" else [1] * x.dim()
+    mask = x.new_empty(size).bernoulli_(survival, generator=generator)
+    if survival > 0.0:
+        mask.div_(survival)
+    return x * mask, mask
+
+
+def stochastic_depth_backward(dy: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``dx = dy * mask`` (``dy`` when the forward was the identity)."""
+    return dy if mask is None else dy * mask
