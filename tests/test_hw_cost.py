@@ -15,16 +15,24 @@ from tinycl.hw.tiling import tile_step
 from tinycl.hw.workload import build_workload
 
 A = "assumption: test"
+
+
+def N(v):
+    """A tagged test number: an assumption with a range around its value."""
+    return {"value": v, "source": A, "range": [0, 2 * v]}
+
+
 TOY = {
     "schema": 1, "name": "toy", "kind": "flat", "precisions": ["fp32"],
-    "clock_hz": {"value": 1000, "source": A}, "cores": {"value": 1, "source": A},
-    "memory": [{"name": "RAM", "size_bytes": {"value": 1 << 20, "source": A}}],
+    "clock_hz": N(1000), "cores": N(1),
+    "memory": [{"name": "RAM", "size_bytes": N(1 << 20)}],
     "efficiency": [{"precision": "fp32", "primitive": "conv", "cores": 1, "forward": 2,
-                    "backward_input": 2, "backward_weight": 2, "source": A}],
-    "elementwise_ops_per_cycle": {"fp32": {"value": 1, "source": A}},
-    "copy_elements_per_cycle": {"value": 1, "source": A},
-    "overheads": {"layer_cycles": {"value": 0, "source": A}, "tile_cycles": {"value": 0, "source": A}},
-    "power": {"active_w": {"value": 2.0, "source": A}, "idle_w": {"value": 0, "source": A}},
+                    "backward_input": 2, "backward_weight": 2, "source": A,
+                    "range": [0.5, 2.0]}],
+    "elementwise_ops_per_cycle": {"fp32": N(1)},
+    "copy_elements_per_cycle": N(1),
+    "overheads": {"layer_cycles": N(0), "tile_cycles": N(0)},
+    "power": {"active_w": N(2.0), "idle_w": N(0)},
 }
 
 
@@ -49,7 +57,7 @@ def test_flat_latency_and_energy_by_hand():
 
 def test_memory_bound_when_bandwidth_given():
     raw = yaml.safe_load(yaml.safe_dump(TOY))
-    raw["memory"][0]["bandwidth_bytes_per_cycle"] = {"value": 1, "source": A}
+    raw["memory"][0]["bandwidth_bytes_per_cycle"] = N(1)
     p = profile(lin(), (4,), parse_target(raw), "fp32", None, batch=1)
     # forward reads x 16 B + W 60 B, writes y 12 B = 88 B at 1 B/cycle > 6 compute cycles
     assert p["layers"][0]["step_cycles"]["forward"] == 88
@@ -57,7 +65,7 @@ def test_memory_bound_when_bandwidth_given():
 
 def test_per_op_energy_model():
     raw = yaml.safe_load(yaml.safe_dump(TOY))
-    raw["energy_pj_per_mac"] = {"fp32": {"value": 1e6, "source": A}}   # 1 uJ per MAC
+    raw["energy_pj_per_mac"] = {"fp32": N(1e6)}   # 1 uJ per MAC
     p = profile(lin(), (4,), parse_target(raw), "fp32", None, batch=1)
     assert p["layers"][0]["energy_j"] == pytest.approx((12 + 12 + 15) * 1e-6)
 
