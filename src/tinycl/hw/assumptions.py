@@ -168,8 +168,8 @@ def tornado_png(sens: list[dict], path: str) -> None:
         base = s["base"]
         for y, w in enumerate(sw):
             lo, hi = (100 * (w["at_lo"] / base - 1), 100 * (w["at_hi"] / base - 1))
-            ax.barh(y, lo, color="tab:blue")
-            ax.barh(y, hi, color="tab:orange")
+            ax.barh(y - 0.2, lo, height=0.4, color="tab:blue")
+            ax.barh(y + 0.2, hi, height=0.4, color="tab:orange")
         ax.set_yticks(range(len(sw)), [w["key"] for w in sw], fontsize=7)
         ax.axvline(0, color="k", lw=0.8)
         pub = 100 * (s["published"] / base - 1)
