@@ -200,6 +200,13 @@ def table_rows(fast: bool = False) -> list[Row]:
         Row("total memory of latent-replay CL (bound)", 64.0, "MB", lr_memory, ("vega",), "mobilenet-lr-mem",
             "all tensor groups for latent conv5_4/dw, 1500 LRs at 8 bit, 128 new images, steps of 1, FP32 "
             "(published: 'under 64 MB')"),
+    ]
+    return rs + accelerator_rows()
+
+
+def accelerator_rows() -> list[Row]:
+    """The TinyCL, P100 and ETA rows."""
+    rs = [
         Row("TinyCL epoch, CIFAR-10", 1.76, "s", epoch("tinycl-asic"), ("tinycl-asic", "tinycl_pu"), "tinycl-net",
             "zoo tinycl-net (layer sizes assumed), batch 1, 50,000 samples, no replay; TinyCL window-PU model "
             "(hw/accel_tinycl, snake order): 9 MACs and 100 MHz assumed",
