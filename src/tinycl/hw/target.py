@@ -113,24 +113,7 @@ _DW_KEYS = ("mac_cycles", "pixel_cycles")
 def parse_target(data, where: str = "<dict>", overrides: dict | None = None) -> Target:
     """Check a parsed target mapping against the schema and build a :class:`Target`."""
     r = SpecReader(where, "target file", overrides)
-    if not isinstance(data, dict):
-        raise TinyclError(f"target file {where}: top level must be a mapping")
-    r.keys(data, _TOP_KEYS)
-    if data.get("schema") != 1:
-        r.fail("schema", "must be 1")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        r.fail("name", "must be a non-empty string")
-    kind = data.get("kind")
-    if kind not in KINDS:
-        r.fail("kind", f"must be one of {', '.join(KINDS)}")
-    accel = data.get("accelerator")
-    if accel is not None and accel not in ACCELERATORS:
-        r.fail("accelerator", f"must be one of {', '.join(ACCELERATORS)}")
-    precisions = data.get("precisions")
-    if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
-        r.fail("precisions", f"must be a list drawn from {', '.join(PRECISIONS)}")
-
+    name, kind, accel, precisions = _header(r, data, where)
     clock = r.number(data, "clock_hz", "clock_hz")
     cores = r.number(data, "cores", "cores", integer=True)
     memory = _memory(r, data)
@@ -179,6 +162,28 @@ def parse_target(data, where: str = "<dict>", overrides: dict | None = None) -> 
                   active_power_w=active, idle_power_w=idle, energy_pj_per_mac=e_mac,
                   gemm=gemm, dw_kernel=dwk, step_overhead_cycles=step_ov, accelerator=accel,
                   params=r.params, sources=r.sources, path=where)
+
+
+def _header(r: SpecReader, data, where: str) -> tuple:
+    """(name, kind, accelerator, precisions), checked."""
+    if not isinstance(data, dict):
+        raise TinyclError(f"target file {where}: top level must be a mapping")
+    r.keys(data, _TOP_KEYS)
+    if data.get("schema") != 1:
+        r.fail("schema", "must be 1")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        r.fail("name", "must be a non-empty string")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        r.fail("kind", f"must be one of {', '.join(KINDS)}")
+    accel = data.get("accelerator")
+    if accel is not None and accel not in ACCELERATORS:
+        r.fail("accelerator", f"must be one of {', '.join(ACCELERATORS)}")
+    precisions = data.get("precisions")
+    if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
+        r.fail("precisions", f"must be a list drawn from {', '.join(PRECISIONS)}")
+    return name, kind, accel, precisions
 
 
 def _memory(r: SpecReader, data: dict) -> list[MemoryLevel]:
