@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from tinycl.errors import TinyclError
-from tinycl.hw.target import SOURCE_TAGS, TARGET_DIR, list_targets, load_target
+from tinycl.hw.target import SOURCE_TAGS, TARGET_DIR, list_targets, load_target, parse_target
 
 EXPECTED = {"stm32l4", "vega", "tinycl-asic", "eta-fpga", "p100"}
 
@@ -120,3 +120,14 @@ def test_unknown_target_and_bad_yaml(tmp_path):
         load_target(str(p))
     with pytest.raises(TinyclError, match="not found"):
         load_target(str(tmp_path / "missing.yaml"))
+
+
+def test_a_published_bandwidth_follows_the_clock():
+    # B/s in the file, B/cycle = B/s / clock: moving the clock (sensitivity) keeps the DDR's 29.9 GB/s
+    for clock in (150e6, 200e6, 250e6):
+        t = load_target("eta-fpga", {"clock_hz": clock})
+        assert t.level("DDR3").bandwidth_bytes_per_cycle * clock == pytest.approx(29.9e9)
+    raw = yaml.safe_load((TARGET_DIR / "eta-fpga.yaml").read_text())
+    raw["memory"][1]["bandwidth_bytes_per_cycle"] = {"value": 75.0, "source": "datasheet: x"}
+    with pytest.raises(TinyclError, match="give one of the two"):
+        parse_target(raw)

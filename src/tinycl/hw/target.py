@@ -101,7 +101,8 @@ _TOP_KEYS = {"schema", "name", "description", "kind", "accelerator", "clock_hz",
              "power", "energy_pj_per_mac", "gemm", "depthwise_kernel", "notes"}
 _RATE_KEYS = ("efficiency", "elementwise_ops_per_cycle", "copy_elements_per_cycle", "gemm", "depthwise_kernel")
 ACCELERATORS = ("eta-array", "tinycl-pu")
-_MEM_KEYS = {"name", "size_bytes", "scratchpad", "writable", "bandwidth_bytes_per_cycle", "energy_pj_per_byte"}
+_MEM_KEYS = {"name", "size_bytes", "scratchpad", "writable", "bandwidth_bytes_per_cycle", "bandwidth_bytes_per_s",
+             "energy_pj_per_byte"}
 _ROW_KEYS = {"precision", "primitive", "cores", "forward", "backward_input", "backward_weight", "source", "range",
              "fitted_to"}
 _GEMM_KEYS = ("unroll_rows", "unroll_cols", "simd", "k_step_cycles", "block_cycles", "leftover_mac_cycles",
@@ -116,7 +117,7 @@ def parse_target(data, where: str = "<dict>", overrides: dict | None = None) -> 
     name, kind, accel, precisions = _header(r, data, where)
     clock = r.number(data, "clock_hz", "clock_hz")
     cores = r.number(data, "cores", "cores", integer=True)
-    memory = _memory(r, data)
+    memory = _memory(r, data, clock)
     if kind == "tiled" and not memory[0].scratchpad:
         r.fail("memory[0].scratchpad", "must be true for a tiled target (the L1 the tiler fills)")
     ov = r.section(data, "overheads", required=accel is None)
@@ -186,7 +187,7 @@ def _header(r: SpecReader, data, where: str) -> tuple:
     return name, kind, accel, precisions
 
 
-def _memory(r: SpecReader, data: dict) -> list[MemoryLevel]:
+def _memory(r: SpecReader, data: dict, clock: float) -> list[MemoryLevel]:
     mem_list = data.get("memory")
     if not isinstance(mem_list, list) or not mem_list:
         r.fail("memory", "must be a non-empty list of levels, innermost first")
@@ -199,13 +200,17 @@ def _memory(r: SpecReader, data: dict) -> list[MemoryLevel]:
             if k not in _MEM_KEYS:
                 r.fail(f"{key}.{k}", "is not a memory-level key")
         mk = f"memory.{m['name']}"
+        bw = r.number(m, "bandwidth_bytes_per_cycle", f"{mk}.bandwidth_bytes_per_cycle", required=False)
+        if "bandwidth_bytes_per_s" in m:     # a published B/s follows the clock (sensitivity moves the clock)
+            if bw is not None:
+                r.fail(f"{mk}.bandwidth_bytes_per_s", "and bandwidth_bytes_per_cycle: give one of the two")
+            bw = r.number(m, "bandwidth_bytes_per_s", f"{mk}.bandwidth_bytes_per_s") / clock
         memory.append(MemoryLevel(
             name=m["name"],
             size_bytes=int(r.number(m, "size_bytes", f"{mk}.size_bytes")),
             scratchpad=bool(m.get("scratchpad", False)),
             writable=bool(m.get("writable", True)),
-            bandwidth_bytes_per_cycle=r.number(m, "bandwidth_bytes_per_cycle",
-                                               f"{mk}.bandwidth_bytes_per_cycle", required=False),
+            bandwidth_bytes_per_cycle=bw,
             energy_pj_per_byte=r.number(m, "energy_pj_per_byte", f"{mk}.energy_pj_per_byte",
                                         positive=False, required=False),
         ))
