@@ -82,3 +82,15 @@ def test_eta_and_tinycl_rows_come_from_the_accelerator_models(table):
             eta_training_step(net, net.input_shape, load_array())["gops"], rel=1e-9)
     assert "PE-array model" in by["ETA GOPS, resnet18"]["config"]
     assert by["TinyCL epoch, CIFAR-10"]["modelled"] == pytest.approx(42.3, abs=0.05)   # docs/accel_tinycl.md
+
+
+def test_doc_table_is_the_printed_table(table):
+    # docs/validation.md is regenerated from `tinycl validate`: every row that does not depend on the
+    # number of latent layers (--fast) must appear there verbatim
+    doc = DOC.read_text()
+    lines = format_table(table).splitlines()
+    fixed = [l for l in lines[2:] if l.startswith("| ") and "mobilenet" not in l.lower() and "latent" not in l.lower()
+             and "lifetime" not in l]
+    assert len(fixed) >= 10
+    for line in fixed:
+        assert line in doc, line
