@@ -88,7 +88,8 @@ def run_profile(args) -> int:
 
 def format_profile(p: dict) -> str:
     """A per-layer table and totals of a profile."""
-    head = (f"{p['model']} on {p['target']} ({p['precision']}), latent layer {p['latent_layer']}, "
+    head = (f"{p['model']} on {p['target']} ({p['precision']}, {p.get('mapping', '?')} mapping), "
+            f"latent layer {p['latent_layer']}, "
             f"batch {p['batch']}, {p['n_replays']} replays at {p['lr_bits']} bit, {p['steps']} step(s)")
     lines = [head, f"{'layer':<24}{'type':<18}{'fwd MAC':>12}{'bwd-in MAC':>12}{'bwd-w MAC':>12}"
                    f"{'cycles':>14}{'ms':>10}{'mJ':>10}"]
