@@ -1,8 +1,9 @@
 """Cross-check: the forward conv layers of ResNet8 through SCALE-Sim and through tinycl.
 
 tinycl side: a flat target made for this check, an R x C MAC array at full utilisation
-(MACs / (R*C) cycles, no overheads, no bandwidth limit) -- the first-order model the
-tinycl-asic and eta-fpga files use. SCALE-Sim side: the same array, output stationary,
+(MACs / (R*C) cycles, no overheads, no bandwidth limit) -- the flat mapping at full
+utilisation, the first-order model the tinycl-asic and eta-fpga files used before they ran their
+accelerator models (hw/accel_tinycl, hw/accel_eta). SCALE-Sim side: the same array, output stationary,
 cycle-level with fill and drain. Agreement = tinycl cycles / SCALE-Sim compute cycles.
 
 SCALE-Sim lives in its own venv (never the project's):
@@ -24,7 +25,7 @@ from tinycl.hw.cost import profile
 from tinycl.hw.target import parse_target
 from tinycl.models.registry import create
 
-A = "assumption: cross-check array"
+A = "derived: the cross-check array, fixed by construction"
 
 CFG = """[general]
 run_name = tinycl_xcheck

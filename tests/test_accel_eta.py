@@ -7,19 +7,22 @@ import json
 
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from tinycl.errors import TinyclError
 from tinycl.hw.accel_eta import ArrayConfig, ConvShape, conv_layer_step, eta_training_step, load_array
 from tinycl.hw.accel_eta.commands import add_eta_parser
-from tinycl.hw.accel_eta.model import step_compute_cycles
+from tinycl.hw.accel_eta.config import DEFAULT_FILE
+from tinycl.hw.accel_eta.model import step_bytes, step_compute_cycles
+from tinycl.hw.target import load_target
 
 
 def cfg(**kw):
     base = dict(name="t", clock_hz=1e8, clusters=2, rows=4, cols=4, macs_per_pe=1, noc_bytes_per_cycle=1e9,
                 dram_bytes_per_cycle=1e9, buffer_bytes=1 << 20, core_lanes=4, master_bytes_per_param=4,
-                layer_overhead_cycles=0)
+                layer_overhead_cycles=0, resend_pixels=1024, batch=32)
     base.update(kw)
     return ArrayConfig(**base)
 
@@ -119,11 +122,23 @@ def test_builtin_array_and_errors(tmp_path):
     a = load_array()
     assert a.pes == a.clusters * a.rows * a.cols and a.peak_gops == pytest.approx(2 * a.pes * a.clock_hz / 1e9)
     assert all(v.split(":")[0] in ("assumption", "datasheet", "calibrated") for v in a.sources.values())
+    raw = yaml.safe_load(DEFAULT_FILE.read_text())
+    raw["noc"]["bytes_per_cycle"]["value"] = -1
     bad = tmp_path / "a.yaml"
-    bad.write_text("name: x\nclock_hz: {value: -1, source: 'assumption: x'}\n")
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(TinyclError, match="noc.bytes_per_cycle"):
+        load_array(bad)
+    raw = yaml.safe_load(DEFAULT_FILE.read_text())
+    raw["noc"]["resend_pixels"].pop("range")
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(TinyclError, match="resend_pixels.*range"):
+        load_array(bad)
+    raw = yaml.safe_load(DEFAULT_FILE.read_text())
+    raw["clock_hz"] = {"value": 1e8, "source": "assumption: x", "range": [1e8, 2e8]}   # the device's, not here
+    bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(TinyclError, match="clock_hz"):
         load_array(bad)
-    with pytest.raises(TinyclError, match="cannot read"):
+    with pytest.raises(TinyclError, match="not found"):
         load_array(tmp_path / "missing.yaml")
     with pytest.raises(TinyclError):
         eta_training_step(nn.Sequential(nn.Linear(2, 2)), (2,), a, batch=0)
@@ -149,3 +164,27 @@ def test_cli_json():
     with contextlib.redirect_stdout(io.StringIO()) as o:
         args.func(args)
     assert "GOPS" in o.getvalue()
+
+
+def test_ddr_bandwidth_is_its_source_figure():
+    # 29.9 GB/s (2 x 64-bit DDR3-1866) at the 200 MHz clock is 149.5 B/cycle (the file once said 75)
+    t = load_target("eta-fpga")
+    assert t.level("DDR3").bandwidth_bytes_per_cycle * t.clock_hz == pytest.approx(29.9e9)
+    a = load_array()
+    assert a.dram_bytes_per_cycle == t.level("DDR3").bandwidth_bytes_per_cycle and a.clock_hz == t.clock_hz
+
+
+def test_resend_period_and_batch_come_from_the_file():
+    a = load_array()
+    assert a.resend_pixels == 1024 and a.batch == 32
+    assert a.params["noc.resend_pixels"].tag == "assumption" and a.params["noc.resend_pixels"].range
+    assert a.params["training.batch"].fitted_to == "ETA GOPS, resnet20"
+    # the weights are re-sent once per clusters x resend_pixels output pixels: hand-worked
+    s = ConvShape(1, 8, 4, 40, 40, 3, 3, 1, 1)        # 1600 output pixels, w = 288 B
+    small = cfg(clusters=2, resend_pixels=100)          # ceil(1600 / 200) = 8 sends
+    big = cfg(clusters=2, resend_pixels=1000)           # ceil(1600 / 2000) = 1 send
+    assert step_bytes(s, "forward", small)[0] - step_bytes(s, "forward", big)[0] == 7 * 288
+    over = load_array(overrides={"eta-array:noc.resend_pixels": 256})
+    assert over.resend_pixels == 256
+    r32 = eta_training_step(nn.Sequential(nn.Linear(2, 2)), (2,), a)
+    assert r32["batch"] == 32

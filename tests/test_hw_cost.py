@@ -15,16 +15,24 @@ from tinycl.hw.tiling import tile_step
 from tinycl.hw.workload import build_workload
 
 A = "assumption: test"
+
+
+def N(v):
+    """A tagged test number: an assumption with a range around its value."""
+    return {"value": v, "source": A, "range": [0, 2 * v]}
+
+
 TOY = {
     "schema": 1, "name": "toy", "kind": "flat", "precisions": ["fp32"],
-    "clock_hz": {"value": 1000, "source": A}, "cores": {"value": 1, "source": A},
-    "memory": [{"name": "RAM", "size_bytes": {"value": 1 << 20, "source": A}}],
+    "clock_hz": N(1000), "cores": N(1),
+    "memory": [{"name": "RAM", "size_bytes": N(1 << 20)}],
     "efficiency": [{"precision": "fp32", "primitive": "conv", "cores": 1, "forward": 2,
-                    "backward_input": 2, "backward_weight": 2, "source": A}],
-    "elementwise_ops_per_cycle": {"fp32": {"value": 1, "source": A}},
-    "copy_elements_per_cycle": {"value": 1, "source": A},
-    "overheads": {"layer_cycles": {"value": 0, "source": A}, "tile_cycles": {"value": 0, "source": A}},
-    "power": {"active_w": {"value": 2.0, "source": A}, "idle_w": {"value": 0, "source": A}},
+                    "backward_input": 2, "backward_weight": 2, "source": A,
+                    "range": [0.5, 2.0]}],
+    "elementwise_ops_per_cycle": {"fp32": N(1)},
+    "copy_elements_per_cycle": N(1),
+    "overheads": {"layer_cycles": N(0), "tile_cycles": N(0)},
+    "power": {"active_w": N(2.0), "idle_w": N(0)},
 }
 
 
@@ -49,7 +57,7 @@ def test_flat_latency_and_energy_by_hand():
 
 def test_memory_bound_when_bandwidth_given():
     raw = yaml.safe_load(yaml.safe_dump(TOY))
-    raw["memory"][0]["bandwidth_bytes_per_cycle"] = {"value": 1, "source": A}
+    raw["memory"][0]["bandwidth_bytes_per_cycle"] = N(1)
     p = profile(lin(), (4,), parse_target(raw), "fp32", None, batch=1)
     # forward reads x 16 B + W 60 B, writes y 12 B = 88 B at 1 B/cycle > 6 compute cycles
     assert p["layers"][0]["step_cycles"]["forward"] == 88
@@ -57,7 +65,7 @@ def test_memory_bound_when_bandwidth_given():
 
 def test_per_op_energy_model():
     raw = yaml.safe_load(yaml.safe_dump(TOY))
-    raw["energy_pj_per_mac"] = {"fp32": {"value": 1e6, "source": A}}   # 1 uJ per MAC
+    raw["energy_pj_per_mac"] = {"fp32": N(1e6)}   # 1 uJ per MAC
     p = profile(lin(), (4,), parse_target(raw), "fp32", None, batch=1)
     assert p["layers"][0]["energy_j"] == pytest.approx((12 + 12 + 15) * 1e-6)
 
@@ -106,3 +114,45 @@ def test_learning_event_cost_and_errors():
     with pytest.raises(TinyclError, match="does not support precision"):
         profile(lin(), (4,), parse_target(TOY), "fp16")
     assert math.isfinite(r["latency_s"])
+
+
+def test_per_byte_energy_is_applied():
+    # it once received no bytes, so memory energy was silently 0 J
+    raw = yaml.safe_load(yaml.safe_dump(TOY))
+    raw["energy_pj_per_mac"] = {"fp32": N(1e6)}                 # 1 uJ per MAC
+    raw["memory"][0]["energy_pj_per_byte"] = N(1e6)             # 1 uJ per byte
+    p = profile(lin(), (4,), parse_target(raw), "fp32", None, batch=1)
+    # bytes: forward x 16 + W 60 read, y 12 written = 88; weight gradient dY 12 + x 16 read, dW 60 written
+    # = 88; update W and dW 120 read, W 60 written = 180 (no input gradient in the first layer)
+    assert p["layers"][0]["bytes_by_level"] == {"RAM": 88 + 88 + 180}
+    assert p["layers"][0]["energy_j"] == pytest.approx((12 + 12 + 15) * 1e-6 + 356 * 1e-6)
+    assert p["total"]["bytes_moved"] == 356
+    raw.pop("energy_pj_per_mac")                                  # per byte alone would be ignored: refused
+    with pytest.raises(TinyclError, match="energy_pj_per_byte"):
+        parse_target(raw)
+
+
+def test_accelerator_targets_run_their_one_model():
+    from tinycl.hw.accel_eta import eta_training_step, load_array
+    from tinycl.hw.accel_tinycl import epoch_summary, load_arch
+    from tinycl.models.registry import create
+    net = create("tinycl-net")
+    p = profile(net, net.input_shape, "tinycl-asic", "fp32", None, batch=1)
+    s = epoch_summary(load_arch(), net, net.input_shape, ("snake",), samples=50_000, replays=0)["total"]["snake"]
+    assert p["mapping"] == "tinycl-pu"
+    assert sum(r["cycles"] for r in p["layers"]) == s["step_cycles"]      # the PU's own step, pass for pass
+    assert p["total"]["latency_s"] * 50_000 == pytest.approx(s["epoch_latency_s"], rel=1e-3)
+    assert p["total"]["energy_j"] * 50_000 == pytest.approx(s["epoch_energy_j"], rel=1e-3)
+    net = create("resnet20")
+    p = profile(net, net.input_shape, "eta-fpga", "int8", None, batch=32)
+    r = eta_training_step(net, net.input_shape, load_array())
+    assert p["mapping"] == "eta-array" and p["total"]["cycles"] == r["cycles"]
+
+
+def test_step_overhead_and_overrides():
+    net = lin()
+    base = profile(net, (4,), "p100", "fp32", None, batch=1, n_replays=3)
+    more = profile(net, (4,), "p100", "fp32", None, batch=1, n_replays=3, overrides={"p100:overheads.step_cycles": 1000})
+    assert more["total"]["cycles"] - base["total"]["cycles"] == pytest.approx(4 * 1000)   # 4 steps
+    with pytest.raises(TinyclError, match="bogus"):
+        profile(net, (4,), "p100", "fp32", overrides={"p100:bogus": 1})

@@ -66,7 +66,7 @@ A = "assumption: test"
 
 
 def _num(v):
-    return {"value": v, "source": A}
+    return {"value": v, "source": A, "range": [0, 2 * v]}
 
 
 def toy_tiled():
@@ -77,7 +77,7 @@ def toy_tiled():
         "memory": [{"name": "L1", "scratchpad": True, "size_bytes": _num(1 << 20)},
                    {"name": "L2", "size_bytes": _num(1 << 24), "bandwidth_bytes_per_cycle": _num(1000)}],
         "efficiency": [{"precision": "fp32", "primitive": "linear", "cores": 2, "forward": 1,
-                        "backward_input": 1, "backward_weight": 1, "source": A}],
+                        "backward_input": 1, "backward_weight": 1, "source": A, "range": [0.5, 2]}],
         "gemm": {"fp32": {"unroll_rows": _num(2), "unroll_cols": _num(4), "simd": _num(1),
                           "k_step_cycles": _num(10), "block_cycles": _num(5), "leftover_mac_cycles": _num(2),
                           "leftover_output_cycles": _num(3)}},

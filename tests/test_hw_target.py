@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from tinycl.errors import TinyclError
-from tinycl.hw.target import SOURCE_TAGS, TARGET_DIR, list_targets, load_target
+from tinycl.hw.target import SOURCE_TAGS, TARGET_DIR, list_targets, load_target, parse_target
 
 EXPECTED = {"stm32l4", "vega", "tinycl-asic", "eta-fpga", "p100"}
 
@@ -37,10 +37,35 @@ def _numbers_without_source(node, path=""):
     return bad
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_every_number_names_its_source(name):
-    raw = yaml.safe_load((TARGET_DIR / f"{name}.yaml").read_text())
+SPEC_FILES = [TARGET_DIR / f"{n}.yaml" for n in sorted(EXPECTED)] + [
+    TARGET_DIR.parent / "accel_eta" / "eta-array.yaml", TARGET_DIR.parent / "accel_tinycl" / "tinycl_pu.yaml"]
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)
+def test_every_number_names_its_source(path):
+    raw = yaml.safe_load(path.read_text())
     assert _numbers_without_source(raw) == []
+
+
+def test_every_assumption_has_a_range_and_every_fit_its_figure():
+    from tinycl.hw.accel_eta import load_array
+    from tinycl.hw.accel_tinycl import load_arch
+    params = [p for n in EXPECTED for p in load_target(n).params.values()]
+    params += list(load_array().params.values()) + list(load_arch().params.values())
+    assert len(params) > 100
+    for p in params:
+        if p.tag == "assumption":
+            assert p.range is not None and p.range[0] <= p.value <= p.range[1], p.key
+        if p.tag == "calibrated":
+            assert p.fitted_to, p.key
+
+
+def test_overrides_move_one_number_and_typos_fail():
+    t = load_target("vega", {"clock_hz": 3e8, "efficiency.int8.conv": 2.0})
+    assert t.clock_hz == 3e8 and t.params["clock_hz"].value == 450e6     # the file's value is kept
+    assert t.macs_per_cycle("int8", "conv", "forward") == pytest.approx(2 * 15.5)
+    with pytest.raises(TinyclError, match="clock_hzz"):
+        load_target("vega", {"clock_hzz": 1})
 
 
 def test_vega_and_stm32_published_figures():
@@ -67,6 +92,14 @@ def test_user_file_by_path(tmp_path):
     (lambda r: r["efficiency"][0].update(forward=0), "forward"),
     (lambda r: r.update(kind="gpu"), "kind"),
     (lambda r: r["power"]["active_w"].update(source="my guess"), "active_w"),
+    (lambda r: r["overheads"]["layer_cycles"].pop("range"), "layer_cycles"),             # assumption, no range
+    (lambda r: r["overheads"]["layer_cycles"].update(range=[1, 10]), "layer_cycles"),    # value outside it
+    (lambda r: r["copy_elements_per_cycle"].pop("fitted_to"), "copy_elements_per_cycle"),  # calibrated, no figure
+    (lambda r: r["clock_hz"].update(fitted_to="x"), "clock_hz"),                           # fitted_to, not calibrated
+    (lambda r: r["clock_hz"].update(unit="Hz"), "clock_hz.unit"),                          # unknown key in a number
+    (lambda r: r["efficiency"][0].pop("range"), "efficiency[0].source"),                  # assumption row, no range
+    (lambda r: r["power"].update(peak_w={"value": 1, "source": "paper: x"}), "peak_w"),
+    (lambda r: r.update(accelerator="eta-array"), "efficiency"),                           # one device, one model
 ])
 def test_malformed_file_names_the_key(tmp_path, edit, word):
     raw = yaml.safe_load((TARGET_DIR / "vega.yaml").read_text())
@@ -87,3 +120,14 @@ def test_unknown_target_and_bad_yaml(tmp_path):
         load_target(str(p))
     with pytest.raises(TinyclError, match="not found"):
         load_target(str(tmp_path / "missing.yaml"))
+
+
+def test_a_published_bandwidth_follows_the_clock():
+    # B/s in the file, B/cycle = B/s / clock: moving the clock (sensitivity) keeps the DDR's 29.9 GB/s
+    for clock in (150e6, 200e6, 250e6):
+        t = load_target("eta-fpga", {"clock_hz": clock})
+        assert t.level("DDR3").bandwidth_bytes_per_cycle * clock == pytest.approx(29.9e9)
+    raw = yaml.safe_load((TARGET_DIR / "eta-fpga.yaml").read_text())
+    raw["memory"][1]["bandwidth_bytes_per_cycle"] = {"value": 75.0, "source": "datasheet: x"}
+    with pytest.raises(TinyclError, match="give one of the two"):
+        parse_target(raw)

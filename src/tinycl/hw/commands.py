@@ -35,6 +35,12 @@ def register(subparsers) -> None:
     v = subparsers.add_parser("validate", help="published figures beside the cost model's figures",
                               description="Print the validation table of the cost models (docs/validation.md).")
     v.add_argument("--fast", action="store_true", help="one latent layer instead of three for VEGA/STM32L4")
+    v.add_argument("--sensitivity", action="store_true",
+                   help="for each prediction, the figure at both ends of every assumption's stated range")
+    v.add_argument("--solve", action="store_true",
+                   help="for each missing row, the unpublished values that reproduce the published figure")
+    v.add_argument("--plot", metavar="FILE.png", help="with --sensitivity: write the tornado plot here "
+                                                       "(default tinycl-sensitivity.png)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=run_validate)
 
@@ -82,7 +88,8 @@ def run_profile(args) -> int:
 
 def format_profile(p: dict) -> str:
     """A per-layer table and totals of a profile."""
-    head = (f"{p['model']} on {p['target']} ({p['precision']}), latent layer {p['latent_layer']}, "
+    head = (f"{p['model']} on {p['target']} ({p['precision']}, {p.get('mapping', '?')} mapping), "
+            f"latent layer {p['latent_layer']}, "
             f"batch {p['batch']}, {p['n_replays']} replays at {p['lr_bits']} bit, {p['steps']} step(s)")
     lines = [head, f"{'layer':<24}{'type':<18}{'fwd MAC':>12}{'bwd-in MAC':>12}{'bwd-w MAC':>12}"
                    f"{'cycles':>14}{'ms':>10}{'mJ':>10}"]
@@ -108,7 +115,22 @@ def format_profile(p: dict) -> str:
 
 
 def run_validate(args) -> int:
+    from tinycl.hw import assumptions
     from tinycl.hw.validate import format_table, rows
-    rs = rows(fast=args.fast)
-    print(json.dumps(rs, indent=1) if args.json else format_table(rs))
+    if getattr(args, "plot", None) and not getattr(args, "sensitivity", False):
+        raise TinyclError("--plot needs --sensitivity")
+    out, text = {}, []
+    if getattr(args, "sensitivity", False):
+        out["sensitivity"] = assumptions.sensitivity(fast=args.fast)
+        path = args.plot or "tinycl-sensitivity.png"
+        assumptions.tornado_png(out["sensitivity"], path)
+        text += [assumptions.format_sensitivity(out["sensitivity"]), f"tornado plot: {path}"]
+    if getattr(args, "solve", False):
+        out["solve"] = assumptions.solve(fast=args.fast)
+        text.append(assumptions.format_solve(out["solve"]))
+    if not out:
+        out["rows"] = rows(fast=args.fast)
+        text.append(format_table(out["rows"]))
+        out = out["rows"]
+    print(json.dumps(out, indent=1, default=str) if args.json else "\n\n".join(text))
     return 0

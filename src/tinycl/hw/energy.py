@@ -1,27 +1,13 @@
-"""Energy of a learning event and battery life.
+"""Battery life from the energy of a learning event.
 
-Two models, chosen by what the target file gives:
-- power x time: ``active_w * latency`` (joules) -- all built-in targets;
-- per operation: ``MACs * pJ/MAC + bytes * pJ/byte of their memory level + idle_w * latency``,
-  when the target lists ``energy_pj_per_mac`` for the precision.
+The energy of an event is the pipeline's energy stage (:func:`tinycl.hw.pipeline.stage_energy`):
+per access (MACs x pJ/MAC + bytes x pJ/byte of their level, or an accelerator's own counts) plus
+idle power x time where the device gives per-access energies, else active power x time.
 """
 
 from __future__ import annotations
 
 from tinycl.errors import TinyclError
-from tinycl.hw.target import Target
-
-
-def step_energy_j(target: Target, precision: str, latency_s: float, macs: int = 0,
-                  bytes_by_level: dict | None = None) -> float:
-    """Energy in joules of work that takes ``latency_s`` seconds on ``target``."""
-    if precision in target.energy_pj_per_mac:
-        e = macs * target.energy_pj_per_mac[precision] * 1e-12
-        for name, nbytes in (bytes_by_level or {}).items():
-            pj = target.level(name).energy_pj_per_byte or 0.0
-            e += nbytes * pj * 1e-12
-        return e + target.idle_power_w * latency_s
-    return target.active_power_w * latency_s
 
 
 def battery_life_hours(event_energy_j: float, events_per_minute: float, capacity_mah: float,

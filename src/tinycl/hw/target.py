@@ -1,8 +1,8 @@
 """Device targets as data: the YAML schema, its loader and its checks.
 
-A target file describes one device (see ``docs/targets.md``). Every number in it is a
-mapping ``{value: ..., source: "..."}`` (or, in table rows, shares the row's ``source``)
-so that each figure names the paper or datasheet it comes from, or says ``assumption:``.
+A target file describes one device (see ``docs/targets.md``), read by :mod:`tinycl.hw.spec`:
+every number names its source (an assumption with its range, a calibrated number with the
+figure it was fitted to).
 Built-in targets live beside this module in ``targets/*.yaml``; a user's own file is
 accepted by path.
 """
@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tinycl.errors import TinyclError
 from tinycl.hw.pulp_kernels import DwKernel, GemmKernel
+from tinycl.hw.spec import SOURCE_TAGS, Param  # noqa: F401  (SOURCE_TAGS re-exported)
+from tinycl.hw.spec import SpecReader, read_yaml, resolve
 
 TARGET_DIR = Path(__file__).parent / "targets"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -24,7 +24,6 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 STEPS = ("forward", "backward_input", "backward_weight")
 PRIMITIVES = ("conv", "pointwise", "depthwise", "linear")
 KINDS = ("tiled", "flat")
-SOURCE_TAGS = ("paper:", "datasheet:", "assumption:", "calibrated:", "derived:")
 
 
 @dataclass
@@ -60,6 +59,9 @@ class Target:
     energy_pj_per_mac: dict[str, float] = field(default_factory=dict)
     gemm: dict[str, GemmKernel] = field(default_factory=dict)        # precision -> shape-aware matmul
     dw_kernel: dict[str, DwKernel] = field(default_factory=dict)     # precision -> shape-aware depthwise
+    step_overhead_cycles: float = 0.0     # per training step (host / framework time), cycles
+    accelerator: str | None = None        # eta-array | tinycl-pu: the mapping is that accelerator's model
+    params: dict[str, Param] = field(default_factory=dict)   # dotted key -> tagged number
     sources: dict[str, str] = field(default_factory=dict)  # dotted key -> source text
     path: str = ""
 
@@ -85,85 +87,89 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in TARGET_DIR.glob("*.yaml"))
 
 
-def load_target(name_or_path: str | os.PathLike) -> Target:
-    """Load a built-in target by name, or a user's YAML file by path."""
-    s = str(name_or_path)
-    if s.endswith((".yaml", ".yml")) or os.sep in s:
-        path = Path(s)
-        if not path.is_file():
-            raise TinyclError(f"target file not found: {s}")
-    else:
-        path = TARGET_DIR / f"{s}.yaml"
-        if not path.is_file():
-            raise TinyclError(f"unknown target {s!r}; available: {', '.join(list_targets())}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise TinyclError(f"target file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_target(data, str(path))
+def load_target(name_or_path: str | os.PathLike, overrides: dict | None = None) -> Target:
+    """Load a built-in target by name, or a user's YAML file by path.
+
+    ``overrides``: dotted key -> value (a factor for an efficiency row), see :mod:`tinycl.hw.spec`.
+    """
+    path = resolve(name_or_path, TARGET_DIR, "target", list_targets())
+    return parse_target(read_yaml(path), str(path), overrides)
 
 
-# ---------------------------------------------------------------- parsing helpers
-
-class _Reader:
-    """Pulls sourced numbers out of the parsed YAML and records where each came from."""
-
-    def __init__(self, where: str):
-        self.where = where
-        self.sources: dict[str, str] = {}
-
-    def fail(self, key: str, msg: str):
-        raise TinyclError(f"target file {self.where}: key {key!r} {msg}")
-
-    def section(self, d, key: str, required: bool = True) -> dict:
-        sub = d.get(key) if isinstance(d, dict) else None
-        if sub is None and not required:
-            return {}
-        if not isinstance(sub, dict):
-            self.fail(key, "must be a mapping")
-        return sub
-
-    def check_source(self, key: str, src) -> str:
-        if not isinstance(src, str) or not src.strip().lower().startswith(SOURCE_TAGS):
-            self.fail(key, f"needs a 'source' starting with one of {', '.join(SOURCE_TAGS)}")
-        return src.strip()
-
-    def number(self, d: dict, key: str, dotted: str, positive: bool = True, required: bool = True):
-        if key not in d:
-            if not required:
-                return None
-            self.fail(dotted, "is missing")
-        item = d[key]
-        if not isinstance(item, dict) or "value" not in item:
-            self.fail(dotted, "must be {value: <number>, source: <text>}")
-        v = item["value"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.fail(dotted, f"value must be a number, got {v!r}")
-        if positive and v <= 0:
-            self.fail(dotted, f"value must be > 0, got {v!r}")
-        if v < 0:
-            self.fail(dotted, f"value must be >= 0, got {v!r}")
-        self.sources[dotted] = self.check_source(dotted, item.get("source"))
-        return float(v)
-
-
-_TOP_KEYS = {"schema", "name", "description", "kind", "clock_hz", "cores", "precisions", "memory",
+_TOP_KEYS = {"schema", "name", "description", "kind", "accelerator", "clock_hz", "cores", "precisions", "memory",
              "efficiency", "elementwise_ops_per_cycle", "copy_elements_per_cycle", "overheads",
              "power", "energy_pj_per_mac", "gemm", "depthwise_kernel", "notes"}
+_RATE_KEYS = ("efficiency", "elementwise_ops_per_cycle", "copy_elements_per_cycle", "gemm", "depthwise_kernel")
+ACCELERATORS = ("eta-array", "tinycl-pu")
+_MEM_KEYS = {"name", "size_bytes", "scratchpad", "writable", "bandwidth_bytes_per_cycle", "bandwidth_bytes_per_s",
+             "energy_pj_per_byte"}
+_ROW_KEYS = {"precision", "primitive", "cores", "forward", "backward_input", "backward_weight", "source", "range",
+             "fitted_to"}
 _GEMM_KEYS = ("unroll_rows", "unroll_cols", "simd", "k_step_cycles", "block_cycles", "leftover_mac_cycles",
               "leftover_output_cycles")
 _GEMM_INTS = ("unroll_rows", "unroll_cols", "simd")
 _DW_KEYS = ("mac_cycles", "pixel_cycles")
 
 
-def parse_target(data, where: str = "<dict>") -> Target:
+def parse_target(data, where: str = "<dict>", overrides: dict | None = None) -> Target:
     """Check a parsed target mapping against the schema and build a :class:`Target`."""
-    r = _Reader(where)
+    r = SpecReader(where, "target file", overrides)
+    name, kind, accel, precisions = _header(r, data, where)
+    clock = r.number(data, "clock_hz", "clock_hz")
+    cores = r.number(data, "cores", "cores", integer=True)
+    memory = _memory(r, data, clock)
+    if kind == "tiled" and not memory[0].scratchpad:
+        r.fail("memory[0].scratchpad", "must be true for a tiled target (the L1 the tiler fills)")
+    ov = r.section(data, "overheads", required=accel is None)
+    if accel is not None:     # one device, one model: the accelerator's file holds its rates
+        for k in _RATE_KEYS:
+            if k in data:
+                r.fail(k, f"is not used by a target with accelerator {accel!r} (its model reads "
+                          f"its own file); remove it")
+        r.keys(ov, {"step_cycles"}, "overheads")
+        eff, gemm, dwk, ew, copy, layer_ov, tile_ov = {}, {}, {}, {}, 0.0, 0.0, 0.0
+    else:
+        eff = _efficiency(r, data, cores)
+        gemm = _kernel_section(r, data, "gemm", _GEMM_KEYS, GemmKernel)
+        dwk = _kernel_section(r, data, "depthwise_kernel", _DW_KEYS, DwKernel)
+        for p in precisions:
+            if (p, "conv") not in eff and p not in gemm:
+                r.fail("efficiency", f"has no 'conv' row (and no 'gemm' entry) for supported precision {p!r}")
+        ew_sec = r.section(data, "elementwise_ops_per_cycle")
+        ew = {p: r.number(ew_sec, p, f"elementwise_ops_per_cycle.{p}") for p in ew_sec}
+        for p in precisions:
+            if p not in ew:
+                r.fail(f"elementwise_ops_per_cycle.{p}", "is missing for a supported precision")
+        copy = r.number(data, "copy_elements_per_cycle", "copy_elements_per_cycle")
+        r.keys(ov, {"layer_cycles", "tile_cycles", "step_cycles"}, "overheads")
+        layer_ov = r.number(ov, "layer_cycles", "overheads.layer_cycles", positive=False)
+        tile_ov = r.number(ov, "tile_cycles", "overheads.tile_cycles", positive=False)
+    step_ov = r.number(ov, "step_cycles", "overheads.step_cycles", positive=False, required=False) or 0.0
+    pw = r.section(data, "power")
+    r.keys(pw, {"active_w", "idle_w"}, "power")
+    active = r.number(pw, "active_w", "power.active_w")
+    idle = r.number(pw, "idle_w", "power.idle_w", positive=False)
+    e_sec = r.section(data, "energy_pj_per_mac", required=False)
+    e_mac = {p: r.number(e_sec, p, f"energy_pj_per_mac.{p}") for p in e_sec}
+    for m in memory:
+        if m.energy_pj_per_byte is not None and not e_mac:
+            r.fail(f"memory.{m.name}.energy_pj_per_byte", "is used only with 'energy_pj_per_mac' (per-access "
+                   "energy); without it energy is active power x time: give both or neither")
+    r.check_overrides()
+    return Target(name=name, description=str(data.get("description", "")), kind=kind, clock_hz=clock,
+                  cores=int(cores), precisions=tuple(precisions), memory=memory, efficiency=eff,
+                  elementwise_ops_per_cycle=ew, copy_elements_per_cycle=copy,
+                  layer_overhead_cycles=layer_ov, tile_overhead_cycles=tile_ov,
+                  active_power_w=active, idle_power_w=idle, energy_pj_per_mac=e_mac,
+                  gemm=gemm, dw_kernel=dwk, step_overhead_cycles=step_ov, accelerator=accel,
+                  params=r.params, sources=r.sources, path=where)
+
+
+def _header(r: SpecReader, data, where: str) -> tuple:
+    """(name, kind, accelerator, precisions), checked."""
     if not isinstance(data, dict):
         raise TinyclError(f"target file {where}: top level must be a mapping")
-    for k in data:
-        if k not in _TOP_KEYS:
-            r.fail(k, f"is not a target key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    r.keys(data, _TOP_KEYS)
     if data.get("schema") != 1:
         r.fail("schema", "must be 1")
     name = data.get("name")
@@ -172,13 +178,16 @@ def parse_target(data, where: str = "<dict>") -> Target:
     kind = data.get("kind")
     if kind not in KINDS:
         r.fail("kind", f"must be one of {', '.join(KINDS)}")
+    accel = data.get("accelerator")
+    if accel is not None and accel not in ACCELERATORS:
+        r.fail("accelerator", f"must be one of {', '.join(ACCELERATORS)}")
     precisions = data.get("precisions")
     if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
         r.fail("precisions", f"must be a list drawn from {', '.join(PRECISIONS)}")
+    return name, kind, accel, precisions
 
-    clock = r.number(data, "clock_hz", "clock_hz")
-    cores = r.number(data, "cores", "cores")
 
+def _memory(r: SpecReader, data: dict, clock: float) -> list[MemoryLevel]:
     mem_list = data.get("memory")
     if not isinstance(mem_list, list) or not mem_list:
         r.fail("memory", "must be a non-empty list of levels, innermost first")
@@ -188,23 +197,27 @@ def parse_target(data, where: str = "<dict>") -> Target:
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             r.fail(key, "must be a mapping with a 'name'")
         for k in m:
-            if k not in ("name", "size_bytes", "scratchpad", "writable", "bandwidth_bytes_per_cycle",
-                         "energy_pj_per_byte"):
+            if k not in _MEM_KEYS:
                 r.fail(f"{key}.{k}", "is not a memory-level key")
         mk = f"memory.{m['name']}"
+        bw = r.number(m, "bandwidth_bytes_per_cycle", f"{mk}.bandwidth_bytes_per_cycle", required=False)
+        if "bandwidth_bytes_per_s" in m:     # a published B/s follows the clock (sensitivity moves the clock)
+            if bw is not None:
+                r.fail(f"{mk}.bandwidth_bytes_per_s", "and bandwidth_bytes_per_cycle: give one of the two")
+            bw = r.number(m, "bandwidth_bytes_per_s", f"{mk}.bandwidth_bytes_per_s") / clock
         memory.append(MemoryLevel(
             name=m["name"],
             size_bytes=int(r.number(m, "size_bytes", f"{mk}.size_bytes")),
             scratchpad=bool(m.get("scratchpad", False)),
             writable=bool(m.get("writable", True)),
-            bandwidth_bytes_per_cycle=r.number(m, "bandwidth_bytes_per_cycle",
-                                               f"{mk}.bandwidth_bytes_per_cycle", required=False),
+            bandwidth_bytes_per_cycle=bw,
             energy_pj_per_byte=r.number(m, "energy_pj_per_byte", f"{mk}.energy_pj_per_byte",
                                         positive=False, required=False),
         ))
-    if kind == "tiled" and not memory[0].scratchpad:
-        r.fail("memory[0].scratchpad", "must be true for a tiled target (the L1 the tiler fills)")
+    return memory
 
+
+def _efficiency(r: SpecReader, data: dict, cores: int) -> dict:
     rows = data.get("efficiency")
     if not isinstance(rows, list) or not rows:
         r.fail("efficiency", "must be a non-empty list of rows")
@@ -213,6 +226,9 @@ def parse_target(data, where: str = "<dict>") -> Target:
         key = f"efficiency[{i}]"
         if not isinstance(row, dict):
             r.fail(key, "must be a mapping")
+        for k in row:
+            if k not in _ROW_KEYS:
+                r.fail(f"{key}.{k}", f"is not an efficiency-row key (allowed: {', '.join(sorted(_ROW_KEYS))})")
         p, prim = row.get("precision"), row.get("primitive")
         if p not in PRECISIONS:
             r.fail(f"{key}.precision", f"must be one of {', '.join(PRECISIONS)}")
@@ -227,38 +243,12 @@ def parse_target(data, where: str = "<dict>") -> Target:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 r.fail(f"{key}.{s}", f"must be a MAC/cycle number > 0, got {v!r}")
             steps[s] = float(v)
-        r.sources[f"efficiency.{p}.{prim}"] = r.check_source(f"{key}.source", row.get("source"))
-        eff[(p, prim)] = steps
-    gemm = _kernel_section(r, data, "gemm", _GEMM_KEYS, GemmKernel)
-    dwk = _kernel_section(r, data, "depthwise_kernel", _DW_KEYS, DwKernel)
-    for p in precisions:
-        if (p, "conv") not in eff and p not in gemm:
-            r.fail("efficiency", f"has no 'conv' row (and no 'gemm' entry) for supported precision {p!r}")
-
-    ew_sec = r.section(data, "elementwise_ops_per_cycle")
-    ew = {p: r.number(ew_sec, p, f"elementwise_ops_per_cycle.{p}") for p in ew_sec}
-    for p in precisions:
-        if p not in ew:
-            r.fail(f"elementwise_ops_per_cycle.{p}", "is missing for a supported precision")
-    copy = r.number(data, "copy_elements_per_cycle", "copy_elements_per_cycle")
-    ov = r.section(data, "overheads")
-    layer_ov = r.number(ov, "layer_cycles", "overheads.layer_cycles", positive=False)
-    tile_ov = r.number(ov, "tile_cycles", "overheads.tile_cycles", positive=False)
-    pw = r.section(data, "power")
-    active = r.number(pw, "active_w", "power.active_w")
-    idle = r.number(pw, "idle_w", "power.idle_w", positive=False)
-    e_sec = r.section(data, "energy_pj_per_mac", required=False)
-    e_mac = {p: r.number(e_sec, p, f"energy_pj_per_mac.{p}") for p in e_sec}
-
-    return Target(name=name, description=str(data.get("description", "")), kind=kind, clock_hz=clock,
-                  cores=int(cores), precisions=tuple(precisions), memory=memory, efficiency=eff,
-                  elementwise_ops_per_cycle=ew, copy_elements_per_cycle=copy,
-                  layer_overhead_cycles=layer_ov, tile_overhead_cycles=tile_ov,
-                  active_power_w=active, idle_power_w=idle, energy_pj_per_mac=e_mac,
-                  gemm=gemm, dw_kernel=dwk, sources=r.sources, path=where)
+        f = r.row_factor(row, f"efficiency.{p}.{prim}", f"{key}.source")
+        eff[(p, prim)] = {s: v * f for s, v in steps.items()}
+    return eff
 
 
-def _kernel_section(r: _Reader, data: dict, key: str, fields: tuple, cls) -> dict:
+def _kernel_section(r: SpecReader, data: dict, key: str, fields: tuple, cls) -> dict:
     """Optional per-precision kernel parameters (``gemm``, ``depthwise_kernel``): each a sourced number."""
     sec = r.section(data, key, required=False)
     out = {}
@@ -270,13 +260,8 @@ def _kernel_section(r: _Reader, data: dict, key: str, fields: tuple, cls) -> dic
         for k in entry:
             if k not in fields:
                 r.fail(f"{key}.{p}.{k}", f"is not a {key} key (allowed: {', '.join(fields)})")
-        vals = {f: r.number(entry, f, f"{key}.{p}.{f}", positive=f not in ("block_cycles", "pixel_cycles",
-                                                                          "leftover_output_cycles"))
+        vals = {f: r.number(entry, f, f"{key}.{p}.{f}", integer=f in _GEMM_INTS,
+                            positive=f not in ("block_cycles", "pixel_cycles", "leftover_output_cycles"))
                 for f in fields}
-        for f in _GEMM_INTS:
-            if f in vals:
-                if vals[f] != int(vals[f]):
-                    r.fail(f"{key}.{p}.{f}", f"must be a whole number, got {vals[f]!r}")
-                vals[f] = int(vals[f])
         out[p] = cls(**vals)
     return out

@@ -20,14 +20,16 @@ def add_eta_parser(accel_subparsers) -> None:
                                                 "PE-array model, with the MACs saved by stride-aware input gradients.")
     p.add_argument("--model", default="resnet20", help="zoo model name (default resnet20; resnet18 runs at 224x224)")
     p.add_argument("--target", default=None, help="array YAML file (default: the built-in eta-array.yaml)")
-    p.add_argument("--batch", type=int, default=32, help="samples per training step (default 32)")
+    p.add_argument("--device", default=None, help="device target for clock and DDR (default: the one the array file names)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="samples per training step (default: training.batch of the array file, 32)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_eta)
 
 
 def run_eta(args) -> int:
     from tinycl.models.registry import create
-    cfg = load_array(args.target)
+    cfg = load_array(args.target, getattr(args, "device", None))
     model = create(args.model)
     r = eta_training_step(model, model.input_shape, cfg, args.batch)
     r["model"] = args.model

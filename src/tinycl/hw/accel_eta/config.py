@@ -1,6 +1,7 @@
-"""The PE-array parameters of the ETA model, read from YAML (``eta-array.yaml`` beside this file).
+"""The PE-array parameters of the ETA model, read from YAML (``eta-array.yaml`` beside this file)
+by the one spec reader (:mod:`tinycl.hw.spec`). Clock and DDR bandwidth are the device's, read
+from the target the file names (``target: eta-fpga``).
 
-Every number is ``{value: ..., source: "datasheet: ..." | "assumption: ..." | "calibrated: ..."}``.
 Units: cycles of ``clock_hz``, bytes, bytes per cycle.
 """
 
@@ -10,14 +11,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tinycl.errors import TinyclError
+from tinycl.hw.spec import SpecReader, read_yaml, split_overrides
+from tinycl.hw.target import Target, load_target
 
 DEFAULT_FILE = Path(__file__).parent / "eta-array.yaml"
-_KEYS = ("clock_hz", "array.clusters", "array.rows", "array.cols", "array.macs_per_pe", "noc.bytes_per_cycle",
-         "dram.bytes_per_cycle", "buffer_bytes", "unified_core.lanes", "unified_core.master_bytes_per_param",
-         "layer_overhead_cycles")
+_TOP = {"schema", "name", "target", "array", "noc", "buffer_bytes", "unified_core", "layer_overhead_cycles",
+        "training"}
+_SECTIONS = {"array": {"clusters", "rows", "cols", "macs_per_pe"}, "noc": {"bytes_per_cycle", "resend_pixels"},
+             "unified_core": {"lanes", "master_bytes_per_param"}, "training": {"batch"}}
+_INTS = {"array.clusters", "array.rows", "array.cols", "array.macs_per_pe", "unified_core.lanes",
+         "unified_core.master_bytes_per_param", "noc.resend_pixels", "training.batch", "buffer_bytes"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,10 @@ class ArrayConfig:
     core_lanes: int
     master_bytes_per_param: int
     layer_overhead_cycles: float
+    resend_pixels: int          # output pixels a cluster keeps the stationary operand for
+    batch: int                  # samples per training step the figures assume
     sources: dict = field(default_factory=dict, compare=False)
+    params: dict = field(default_factory=dict, compare=False)
 
     @property
     def pes(self) -> int:
@@ -48,42 +55,46 @@ class ArrayConfig:
         return 2 * self.pes * self.macs_per_pe * self.clock_hz / 1e9
 
 
-def _get(data: dict, dotted: str, where: str):
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise TinyclError(f"{where}: missing '{dotted}'")
-        node = node[part]
-    if not isinstance(node, dict) or "value" not in node or "source" not in node:
-        raise TinyclError(f"{where}: '{dotted}' must be {{value: ..., source: ...}}")
-    v = node["value"]
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-        raise TinyclError(f"{where}: '{dotted}' must be a positive number, got {v!r}")
-    return v, str(node["source"])
+def _dram_bw(t: Target) -> float:
+    bws = [m.bandwidth_bytes_per_cycle for m in t.memory if m.bandwidth_bytes_per_cycle]
+    if not bws:
+        raise TinyclError(f"target {t.name!r} gives no memory bandwidth for the ETA array's DRAM")
+    return bws[-1]
 
 
-def load_array(path: str | os.PathLike | None = None) -> ArrayConfig:
-    """Load an array description (the built-in one when ``path`` is None)."""
+def load_array(path: str | os.PathLike | None = None, target: str | Target | None = None,
+               overrides: dict | None = None) -> ArrayConfig:
+    """Load an array description (the built-in one when ``path`` is None).
+
+    ``target``: the device file for clock and DDR bandwidth (default: the one the file names);
+    ``overrides``: ``{"eta-array:<key>": v, "<target>:<key>": v}`` (see :mod:`tinycl.hw.spec`).
+    """
     p = Path(path) if path is not None else DEFAULT_FILE
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise TinyclError(f"cannot read array file {str(p)!r}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise TinyclError(f"array file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise TinyclError(f"array file {str(p)!r} must hold a mapping")
-    vals, srcs = {}, {}
-    for k in _KEYS:
-        vals[k], srcs[k] = _get(data, k, str(p))
-    ints = ("array.clusters", "array.rows", "array.cols", "array.macs_per_pe", "unified_core.lanes")
-    for k in ints:
-        if int(vals[k]) != vals[k]:
-            raise TinyclError(f"{p}: '{k}' must be an integer, got {vals[k]!r}")
+    data = read_yaml(p)
+    r = SpecReader(str(p), "array file", split_overrides(overrides, p.stem))
+    r.keys(data, _TOP)
+    if data.get("schema") != 1:
+        r.fail("schema", "must be 1")
+    for sec, allowed in _SECTIONS.items():
+        r.keys(r.section(data, sec), allowed, sec)
+    if target is None:
+        if not isinstance(data.get("target"), str):
+            r.fail("target", "must name a target file (clock, DDR bandwidth, power)")
+        target = data["target"]
+    if not isinstance(target, Target):
+        target = load_target(target, split_overrides(overrides, Path(str(target)).stem))
+    vals = {}
+    for k in ("array.clusters", "array.rows", "array.cols", "array.macs_per_pe", "noc.bytes_per_cycle",
+              "noc.resend_pixels", "buffer_bytes", "unified_core.lanes", "unified_core.master_bytes_per_param",
+              "layer_overhead_cycles", "training.batch"):
+        sec, _, key = k.rpartition(".")
+        vals[k] = r.number(data[sec] if sec else data, key, k, integer=k in _INTS)
+    r.check_overrides()
     return ArrayConfig(
-        name=str(data.get("name", p.stem)), clock_hz=float(vals["clock_hz"]), clusters=int(vals["array.clusters"]),
-        rows=int(vals["array.rows"]), cols=int(vals["array.cols"]), macs_per_pe=int(vals["array.macs_per_pe"]),
-        noc_bytes_per_cycle=float(vals["noc.bytes_per_cycle"]), dram_bytes_per_cycle=float(vals["dram.bytes_per_cycle"]),
-        buffer_bytes=int(vals["buffer_bytes"]), core_lanes=int(vals["unified_core.lanes"]),
-        master_bytes_per_param=int(vals["unified_core.master_bytes_per_param"]),
-        layer_overhead_cycles=float(vals["layer_overhead_cycles"]), sources=srcs)
+        name=str(data.get("name", p.stem)), clock_hz=target.clock_hz, clusters=vals["array.clusters"],
+        rows=vals["array.rows"], cols=vals["array.cols"], macs_per_pe=vals["array.macs_per_pe"],
+        noc_bytes_per_cycle=vals["noc.bytes_per_cycle"], dram_bytes_per_cycle=_dram_bw(target),
+        buffer_bytes=vals["buffer_bytes"], core_lanes=vals["unified_core.lanes"],
+        master_bytes_per_param=vals["unified_core.master_bytes_per_param"],
+        layer_overhead_cycles=vals["layer_overhead_cycles"], resend_pixels=vals["noc.resend_pixels"],
+        batch=vals["training.batch"], sources=r.sources, params=r.params)

@@ -105,10 +105,10 @@ def step_bytes(s: ConvShape, step: str, cfg: ArrayConfig) -> tuple[int, int]:
     w = s.cout * (s.cin // s.groups) * s.kh * s.kw
     mg, cg = s.cout // s.groups, s.cin // s.groups
     if step == "forward":      # x streamed per cout tile, w per pixel pass
-        noc = x * cdiv(mg, cfg.cols) + w * cdiv(s.n * ho * wo, cfg.clusters * 1024) + y
+        noc = x * cdiv(mg, cfg.cols) + w * cdiv(s.n * ho * wo, cfg.clusters * cfg.resend_pixels) + y
         dram = x + w + y
     elif step == "backward_input":
-        noc = y * cdiv(cg, cfg.cols) + w * cdiv(s.n * ho * wo, cfg.clusters * 1024) + x
+        noc = y * cdiv(cg, cfg.cols) + w * cdiv(s.n * ho * wo, cfg.clusters * cfg.resend_pixels) + x
         dram = y + w + x
     else:                      # dY and x streamed, dW accumulated in the PEs
         noc = y * cdiv(cg * s.kh * s.kw, cfg.clusters) + x * cdiv(mg, cfg.cols) + w
@@ -179,7 +179,8 @@ def _conv_shape(l, n: int) -> ConvShape:
                      0, g["groups"])
 
 
-def _paddings(model: nn.Module) -> dict:
+def paddings(model: nn.Module) -> dict:
+    """Conv name -> padding (numeric, square; else a one-line error)."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
@@ -190,31 +191,45 @@ def _paddings(model: nn.Module) -> dict:
     return out
 
 
-def eta_training_step(model: nn.Module, input_shape, cfg: ArrayConfig, batch: int = 32) -> dict:
-    """Cycles, latency (seconds) and GOPS of one training step of ``batch`` samples on the array.
+def layer_steps(w, pads: dict, cfg: ArrayConfig) -> list[LayerStep]:
+    """The array and unified-core steps of a built workload: adaptive layers run the three steps on
+    ``w.step_batch`` samples, frozen layers the forward on one sample; the SGD update of the
+    adaptive parameters comes last (row ``update``). ``pads``: conv name -> padding."""
+    rows = []
+    for l in w.layers:
+        n = 1 if l.frozen else w.step_batch
+        if l.primitive in _MAC_PRIMS:
+            s = _conv_shape(l, n)
+            if l.primitive != "linear":
+                s.padding = pads.get(l.name, 0)
+            r = conv_layer_step(l.name, s, cfg, need_input_grad=l.macs["backward_input"] > 0)
+        elif l.primitive == "batchnorm" and l.macs["forward"]:
+            r = core_step(l.name, "norm", n * math.prod(l.out_shape), l.out_shape[0], l.params, cfg)
+        elif l.primitive in ("activation", "maxpool", "avgpool", "add"):
+            r = core_step(l.name, "elementwise", n * math.prod(l.out_shape), 0, 0, cfg)
+        else:
+            continue
+        if l.frozen:
+            r.cycles = {"forward": r.cycles["forward"]}
+            r.macs = {k: (v if k == "forward" else 0) for k, v in r.macs.items()}
+            r.macs_saved_strided = r.cycles_saved_strided = 0
+        rows.append(r)
+    rows.append(update_step(sum(l.params for l in w.adaptive), cfg))
+    return rows
+
+
+def eta_training_step(model: nn.Module, input_shape, cfg: ArrayConfig, batch: int | None = None) -> dict:
+    """Cycles, latency (seconds) and GOPS of one training step of ``batch`` samples on the array
+    (default: the batch of the array file, ``training.batch``).
 
     Returns ``{"layers": [...], "cycles", "latency_s", "gops", "macs", "macs_saved_strided",
     "cycles_saved_strided", "array_cycles", "core_cycles", "peak_gops", ...}``.
     """
+    batch = cfg.batch if batch is None else batch
     if batch < 1:
         raise TinyclError(f"batch must be >= 1, got {batch}")
     w = build_workload(model, tuple(input_shape), None, "int8", batch=batch)
-    pads = _paddings(model)
-    rows, first = [], True
-    params = 0
-    for l in w.layers:
-        params += l.params
-        if l.primitive in _MAC_PRIMS:
-            s = _conv_shape(l, batch)
-            if l.primitive != "linear":
-                s.padding = pads.get(l.name, 0)
-            rows.append(conv_layer_step(l.name, s, cfg, need_input_grad=not first))
-            first = False
-        elif l.primitive == "batchnorm":
-            rows.append(core_step(l.name, "norm", batch * math.prod(l.out_shape), l.out_shape[0], l.params, cfg))
-        elif l.primitive in ("activation", "maxpool", "avgpool", "add"):
-            rows.append(core_step(l.name, "elementwise", batch * math.prod(l.out_shape), 0, 0, cfg))
-    rows.append(update_step(params, cfg))
+    rows = layer_steps(w, paddings(model), cfg)
     array_cycles = sum(sum(r.cycles.values()) for r in rows if r.kind == "conv")
     core_cycles = sum(sum(r.cycles.values()) for r in rows if r.kind != "conv")
     cycles = array_cycles + core_cycles

@@ -1,6 +1,6 @@
 """The TinyCL architecture as data: MAC array, memories, control costs (``tinycl_pu.yaml``).
 
-Every number is ``{value: ..., source: "..."}`` as in the shared target files. Clock and
+Every number is ``{value: ..., source: "..."}``, read by the one spec reader (:mod:`tinycl.hw.spec`). Clock and
 power are read from the shared target the file names (``target: tinycl-asic``), so the
 two stay in one place.
 """
@@ -11,10 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tinycl.errors import TinyclError
-from tinycl.hw.target import SOURCE_TAGS, Target, load_target
+from tinycl.hw.spec import Param, SpecReader, read_yaml, split_overrides
+from tinycl.hw.target import Target, load_target
 
 DEFAULT_FILE = Path(__file__).parent / "tinycl_pu.yaml"
 MEMORIES = ("weights", "activations", "gradients", "rehearsal")
@@ -56,87 +55,89 @@ class Arch:
     replays_per_new_sample: int
     target_name: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
     path: str = ""
 
     def fits_registers(self, words: int) -> bool:
         return words <= self.register_file_words
 
 
-def _num(d: dict, key: str, where: str, sources: dict, integer: bool = False, minimum: float = 0.0):
-    item = d.get(key) if isinstance(d, dict) else None
-    if not isinstance(item, dict) or "value" not in item:
-        raise TinyclError(f"architecture file {where}: key {key!r} must be {{value: <number>, source: <text>}}")
-    v, src = item["value"], item.get("source")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < minimum:
-        raise TinyclError(f"architecture file {where}: key {key!r} must be a number >= {minimum}, got {v!r}")
-    if integer and int(v) != v:
-        raise TinyclError(f"architecture file {where}: key {key!r} must be a whole number, got {v!r}")
-    if not isinstance(src, str) or not src.strip().lower().startswith(SOURCE_TAGS):
-        raise TinyclError(f"architecture file {where}: key {key!r} needs a 'source' starting with "
-                          f"one of {', '.join(SOURCE_TAGS)}")
-    sources[key] = src.strip()
-    return int(v) if integer else float(v)
+_TOP = {"schema", "name", "target", "mac_units", "word_bytes", "register_file_words", "energy_pj_per_mac",
+        "energy_pj_per_register_read", "energy_pj_per_op", "reconfig_cycles", "loss_cycles_per_class",
+        "memories", "rehearsal"}
+_MEM = {"name", "size_bytes", "ports", "port_words", "energy_pj_per_word"}
 
 
-def parse_arch(data, where: str = "<dict>", target: Target | None = None) -> Arch:
-    """Check a parsed architecture mapping and build an :class:`Arch`."""
+def parse_arch(data, where: str = "<dict>", target: Target | None = None, overrides: dict | None = None) -> Arch:
+    """Check a parsed architecture mapping and build an :class:`Arch` (``overrides``: dotted key -> value)."""
+    r = SpecReader(where, "architecture file", overrides)
     if not isinstance(data, dict):
         raise TinyclError(f"architecture file {where}: top level must be a mapping")
+    r.keys(data, _TOP)
     if data.get("schema") != 1:
-        raise TinyclError(f"architecture file {where}: key 'schema' must be 1")
-    src: dict[str, str] = {}
+        r.fail("schema", "must be 1")
     if target is None:
         tname = data.get("target")
         if not isinstance(tname, str):
-            raise TinyclError(f"architecture file {where}: key 'target' must name a target file")
+            r.fail("target", "must name a target file")
         target = load_target(tname)
     mems = data.get("memories")
     if not isinstance(mems, list):
-        raise TinyclError(f"architecture file {where}: key 'memories' must be a list")
+        r.fail("memories", "must be a list")
     memories = {}
     for m in mems:
         name = m.get("name") if isinstance(m, dict) else None
         if name not in MEMORIES:
-            raise TinyclError(f"architecture file {where}: memory name {name!r} is not one of {', '.join(MEMORIES)}")
-        ms: dict[str, str] = {}
-        memories[name] = Memory(name, _num(m, "size_bytes", where, ms, True, 1),
-                                _num(m, "ports", where, ms, True, 1), _num(m, "port_words", where, ms, True, 1),
-                                _num(m, "energy_pj_per_word", where, ms))
-        src.update({f"memories.{name}.{k}": v for k, v in ms.items()})
+            r.fail("memories", f"memory name {name!r} is not one of {', '.join(MEMORIES)}")
+        r.keys(m, _MEM, f"memories.{name}")
+        k = f"memories.{name}"
+        memories[name] = Memory(name, r.number(m, "size_bytes", f"{k}.size_bytes", integer=True),
+                                r.number(m, "ports", f"{k}.ports", integer=True),
+                                r.number(m, "port_words", f"{k}.port_words", integer=True),
+                                r.number(m, "energy_pj_per_word", f"{k}.energy_pj_per_word", positive=False))
     missing = [n for n in MEMORIES if n not in memories]
     if missing:
-        raise TinyclError(f"architecture file {where}: memories missing: {', '.join(missing)}")
-    reh = data.get("rehearsal") or {}
+        r.fail("memories", f"misses: {', '.join(missing)}")
+    reh = r.section(data, "rehearsal")
+    r.keys(reh, {"capacity_samples", "replays_per_new_sample", "policy"}, "rehearsal")
     if reh.get("policy", "reservoir") != "reservoir":
-        raise TinyclError(f"architecture file {where}: rehearsal policy {reh.get('policy')!r} is not supported "
-                          "(allowed: reservoir)")
-    return Arch(
+        r.fail("rehearsal.policy", f"{reh.get('policy')!r} is not supported (allowed: reservoir)")
+
+    def num(key, integer=True, positive=True):
+        return r.number(data, key, key, integer=integer, positive=positive)
+
+    arch = Arch(
         name=str(data.get("name", "tinycl-pu")), clock_hz=target.clock_hz,
         active_power_w=target.active_power_w, idle_power_w=target.idle_power_w,
-        mac_units=_num(data, "mac_units", where, src, True, 1),
-        word_bytes=_num(data, "word_bytes", where, src, True, 1),
-        register_file_words=_num(data, "register_file_words", where, src, True),
-        energy_pj_per_mac=_num(data, "energy_pj_per_mac", where, src),
-        energy_pj_per_register_read=_num(data, "energy_pj_per_register_read", where, src),
-        energy_pj_per_op=_num(data, "energy_pj_per_op", where, src),
-        reconfig_cycles=_num(data, "reconfig_cycles", where, src, True),
-        loss_cycles_per_class=_num(data, "loss_cycles_per_class", where, src, True),
+        mac_units=num("mac_units"), word_bytes=num("word_bytes"),
+        register_file_words=num("register_file_words", positive=False),
+        energy_pj_per_mac=num("energy_pj_per_mac", False, False),
+        energy_pj_per_register_read=num("energy_pj_per_register_read", False, False),
+        energy_pj_per_op=num("energy_pj_per_op", False, False),
+        reconfig_cycles=num("reconfig_cycles", positive=False),
+        loss_cycles_per_class=num("loss_cycles_per_class", positive=False),
         memories=memories,
-        rehearsal_capacity=_num(reh, "capacity_samples", where, src, True, 1),
-        replays_per_new_sample=_num(reh, "replays_per_new_sample", where, src, True),
-        target_name=target.name, sources=src, path=where)
+        rehearsal_capacity=r.number(reh, "capacity_samples", "rehearsal.capacity_samples", integer=True),
+        replays_per_new_sample=r.number(reh, "replays_per_new_sample", "rehearsal.replays_per_new_sample",
+                                        integer=True, positive=False),
+        target_name=target.name, sources=r.sources, params=r.params, path=where)
+    r.check_overrides()
+    return arch
 
 
-def load_arch(path: str | os.PathLike | None = None, target: str | os.PathLike | None = None) -> Arch:
+def load_arch(path: str | os.PathLike | None = None, target: str | os.PathLike | Target | None = None,
+              overrides: dict | None = None) -> Arch:
     """Load the architecture YAML (default: the built-in ``tinycl_pu.yaml``).
 
-    ``target`` overrides the shared target file the YAML names (clock and power).
+    ``target`` overrides the shared target file the YAML names (clock and power);
+    ``overrides``: ``{"tinycl_pu:<key>": v, "<target>:<key>": v}`` (see :mod:`tinycl.hw.spec`).
     """
     p = Path(path) if path is not None else DEFAULT_FILE
     if not p.is_file():
         raise TinyclError(f"architecture file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise TinyclError(f"architecture file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_arch(data, str(p), load_target(target) if target is not None else None)
+    data = read_yaml(p)
+    if target is None and isinstance(data, dict) and isinstance(data.get("target"), str):
+        target = data["target"]
+    if target is not None and not isinstance(target, Target):
+        target = load_target(target, split_overrides(overrides, Path(str(target)).stem))
+    return parse_arch(data, str(p), target, split_overrides(overrides, p.stem))
