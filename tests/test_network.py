@@ -52,8 +52,11 @@ def check_against_autograd(model, input_shape, batch=2, impl="aten", tol=1e-9, c
     assert (dx - dx_ref).abs().max() <= tol * scale(dx_ref)
     grads = net.named_grads()
     assert set(grads) == set(grads_ref), set(grads) ^ set(grads_ref)
+    # A gradient that is exactly zero in exact arithmetic (the bias of a BN followed by a training-mode
+    # BN) comes out as rounding noise of the model's gradient magnitudes: floor the scale there.
+    floor = 1e-7 * max(float(g.abs().max()) for g in grads_ref.values())
     for k in grads_ref:
-        assert (grads[k] - grads_ref[k]).abs().max() <= tol * scale(grads_ref[k]), k
+        assert (grads[k] - grads_ref[k]).abs().max() <= tol * max(scale(grads_ref[k]), floor), k
     return net
 
 

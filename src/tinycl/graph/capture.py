@@ -124,7 +124,10 @@ class _Recorder(fx.Interpreter):
 
 
 def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[dict]:
+    """Values of every node at two batch sizes; the module's buffers are restored afterwards
+    (a trace made in training mode may update running statistics or counters in place)."""
     flags = {m: m.training for m in module.modules()}
+    buffers = [(b, b.detach().clone()) for b in module.buffers()]
     out = []
     try:
         module.eval()
@@ -142,6 +145,9 @@ def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[di
     finally:
         for m, t in flags.items():
             m.training = t
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
     return out
 
 

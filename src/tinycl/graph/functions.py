@@ -22,6 +22,8 @@ def _args(low, n: fx.Node, names: list[str], defaults: dict) -> dict:
 
 
 def _dims(low, n, dims, rank) -> tuple[int, ...]:
+    if low.batchless(n):
+        return tuple(range(rank)) if dims is None else tuple(d % rank for d in ((dims,) if isinstance(dims, int) else dims))
     if dims is None:
         raise low.error(n, "reduces over every dimension including the batch")
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
@@ -88,7 +90,7 @@ def _shape(low, n, op):
         else:
             rest = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else n.args[1]
             dims = [d % rank for d in low.const(list(rest) if not isinstance(rest, list) else rest, n)]
-        if dims[0] != 0:
+        if dims[0] != 0 and not low.batchless(n):
             raise low.error(n, "moves the batch dimension")
         del full
         return "permute", [x], {"dims": tuple(dims)}
@@ -135,7 +137,7 @@ def _getitem(low, n):
     if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
         raise low.error(n, "indexes with a tensor or list (advanced indexing)")
     first = idx[0] if idx else slice(None)
-    if not (first == slice(None) or first is Ellipsis and len(idx) == 1):
+    if not (first == slice(None) or first is Ellipsis and len(idx) == 1 or low.batchless(n)):
         raise low.error(n, "indexes the batch dimension")
     return "slice", [x], {"index": idx}
 
@@ -215,11 +217,48 @@ def _weighted(low, n, op):
     return op, [a["x"]], attrs, params
 
 
+def _bound(low, n, a: dict, roles, kind: str) -> dict:
+    """Role -> parameter (or buffer) name of the get_attr arguments named in ``roles``."""
+    out = {}
+    for role in roles:
+        v = a.get(role)
+        if v is None:
+            continue
+        name = low.param_of(v) if kind == "param" else low.buffer_of(v)
+        if name is None:
+            raise low.error(n, f"uses a computed {role} (only module {kind}s are supported)")
+        out[role] = name
+    return out
+
+
+def _norm(low, n, op):
+    """``F.batch_norm`` (timm's BatchNormAct2d) and ``F.layer_norm`` on module parameters."""
+    if op == "batchnorm":
+        a = _args(low, n, ["x", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"],
+                  {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
+        if a["momentum"] is None or a["running_mean"] is None:
+            raise low.error(n, "needs running statistics and a numeric momentum")
+        bufs = _bound(low, n, a, ("running_mean", "running_var"), "buffer")
+        tracked = bufs["running_mean"].rsplit(".", 1)[0] + ".num_batches_tracked"
+        if tracked in low.buffers:
+            bufs["num_batches_tracked"] = tracked
+        if not a["training"] and low.module.training:
+            raise low.error(n, "runs with training=False inside a model in training mode; tinycl reads a "
+                               "batch norm's mode from its module")
+        attrs = dict(eps=float(a["eps"]), momentum=float(a["momentum"]), channels=low.p2[a["x"]].shape[1])
+        return op, [a["x"]], attrs, _bound(low, n, a, ("weight", "bias"), "param"), bufs
+    a = _args(low, n, ["x", "normalized_shape", "weight", "bias", "eps"], {"weight": None, "bias": None, "eps": 1e-5})
+    attrs = dict(normalized_shape=tuple(a["normalized_shape"]), eps=float(a["eps"]))
+    return op, [a["x"]], attrs, _bound(low, n, a, ("weight", "bias"), "param"), {}
+
+
 def lower_function(low, n: fx.Node, op: str):
-    """(op, tensor inputs, attrs, params) of a call_function / call_method node."""
+    """(op, tensor inputs, attrs, params, buffers) of a call_function / call_method node."""
     if op in ("linear", "conv2d"):
-        return _weighted(low, n, op)
-    return (*_lower(low, n, op), {})
+        return (*_weighted(low, n, op), {})
+    if op in ("batchnorm", "layernorm"):
+        return _norm(low, n, op)
+    return (*_lower(low, n, op), {}, {})
 
 
 def _lower(low, n: fx.Node, op: str):

@@ -37,7 +37,7 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "dropout": "dropout", "stochastic_depth": "stochastic_depth", "adaptive_avg_pool2d": "adaptive_avgpool",
           "adaptive_avg_pool1d": "adaptive_avgpool", "avg_pool2d": "avgpool", "max_pool2d": "maxpool",
           "avg_pool1d": "avgpool", "max_pool1d": "maxpool", "interpolate": "upsample", "getitem": "getitem",
-          "linear": "linear", "conv2d": "conv2d"}
+          "linear": "linear", "conv2d": "conv2d", "batch_norm": "batchnorm", "layer_norm": "layernorm"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -83,6 +83,7 @@ class Lowering:
         self.buffer_name = {id(b): k for k, b in self.buffers.items()}
         self.frozen_stats: set[str] = set()
         self.calls: dict[str, int] = {}
+        self.no_batch: set[fx.Node] = set()
 
     # -- values --------------------------------------------------------------------------
     def _is_tensor(self, n) -> bool:
@@ -103,8 +104,16 @@ class Lowering:
             return slice(self.const(a.start, n), self.const(a.stop, n), self.const(a.step, n))
         return a
 
+    def batchless(self, n: fx.Node) -> bool:
+        """A tensor computed from parameters and buffers only (no batch dimension), e.g. a layer scale."""
+        return n in self.no_batch
+
     def sample_shape(self, n: fx.Node):
         v2, v3 = self.p2[n], self.p3[n]
+        if n in self.no_batch:
+            if isinstance(v2, torch.Tensor) and v2.shape == v3.shape:
+                return tuple(v2.shape)
+            raise self.error(n, "computes a parameter-only tensor whose shape depends on the batch")
         if isinstance(v2, (tuple, list)):
             return tuple(self._one_shape(n, a, b) for a, b in zip(v2, v3))
         return self._one_shape(n, v2, v3)
@@ -180,6 +189,7 @@ class Lowering:
         else:
             raise self.error(n, "reads a tensor attribute that is neither a parameter nor a buffer")
         node.attrs["no_batch"] = True
+        self.no_batch.add(n)
         self._add(n, node)
 
     def _call(self, n: fx.Node) -> None:
@@ -196,12 +206,17 @@ class Lowering:
             if self.module.training and not m.training and op in ("batchnorm", "dropout", "stochastic_depth"):
                 attrs["frozen"] = True
         else:
-            op, inputs, attrs, params = self._function(n)
+            tensors = [a for a in n.all_input_nodes if self._is_tensor(a)]
+            if tensors and all(a in self.no_batch for a in tensors):
+                self.no_batch.add(n)
+            op, inputs, attrs, params, buffers = self._function(n)
             if op == _ALIAS:
                 self.name_of[n] = self.name_of[inputs[0]]
                 return
-            buffers = {}
             path, typ = _module_of(n)
+            owner = self.module.get_submodule(path) if path else self.module
+            if self.module.training and not owner.training and op in ("batchnorm", "dropout", "stochastic_depth"):
+                attrs["frozen"] = True
         for a in inputs:
             if a not in self.name_of:
                 raise self.error(n, "reads a tensor tinycl did not capture")
@@ -209,7 +224,15 @@ class Lowering:
                     self.sample_shape(n), path, typ, source_of(n))
         if attrs.pop("frozen", False):
             self.frozen_stats.add(node.name)
+        if n in self.no_batch:
+            node.attrs["no_batch"] = True
         self._add(n, node)
+
+    def buffer_of(self, a) -> str | None:
+        """The buffer name behind an fx ``get_attr`` node (None if it is not a buffer)."""
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            return self.buffer_name.get(id(self.p2.get(a)))
+        return None
 
     def param_of(self, a) -> str | None:
         """The parameter name behind an fx ``get_attr`` node (None if it is not a parameter)."""

@@ -8,38 +8,10 @@ from ..errors import UnsupportedLayerError
 from ..graph.ir import Node
 from . import graph_ops as G
 from . import layers as T
+from . import layers_extra as X
 
 # Extra primitives (e.g. RangeNorm2d): graph op name -> fn(module, path) -> Layer.
 CUSTOM_BUILDERS: dict[str, callable] = {}
-
-
-class Pointwise(T.Layer):
-    """Activations with an aten backward: hardswish, hardsigmoid, sigmoid, silu, tanh, gelu."""
-
-    _FWD = {"hardswish": torch.ops.aten.hardswish, "hardsigmoid": torch.ops.aten.hardsigmoid,
-            "sigmoid": torch.sigmoid, "silu": torch.ops.aten.silu, "tanh": torch.tanh}
-
-    def __init__(self, name, kind, approximate="none"):
-        super().__init__(name)
-        self.kind, self.approximate = kind, approximate
-
-    def forward(self, x, ctx):
-        if self.kind == "gelu":
-            y = torch.ops.aten.gelu(x, approximate=self.approximate)
-        else:
-            y = self._FWD[self.kind](x)
-        self.saved = (y if self.kind in ("sigmoid", "tanh") else x) if ctx.training else None
-        return ctx.act(y)
-
-    def backward(self, dy, ctx, need_input=True):
-        s, self.saved = self.saved, None
-        a = torch.ops.aten
-        if self.kind == "gelu":
-            dx = a.gelu_backward(dy, s, approximate=self.approximate)
-        else:
-            dx = {"hardswish": a.hardswish_backward, "hardsigmoid": a.hardsigmoid_backward,
-                  "sigmoid": a.sigmoid_backward, "silu": a.silu_backward, "tanh": a.tanh_backward}[self.kind](dy, s)
-        return ctx.grad(dx)
 
 
 class As4d(T.Layer):
@@ -120,18 +92,18 @@ def _bn(node, p, b, frozen):
 
 def _pool(node):
     a = node.attrs
-    if a["dims"] != 2 or a["ceil_mode"] or (node.op == "avgpool" and not a["count_include_pad"]
-                                             and a["padding"] != (0, 0)):
-        raise UnsupportedLayerError(f"{node.op} '{node.name}' with {a} is not supported yet")
-    cls = T.MaxPool2d if node.op == "maxpool" else T.AvgPool2d
-    return cls(node.name, a["kernel"], a["stride"], a["padding"])
+    if a["dims"] == 2 and not a["ceil_mode"] and (node.op == "maxpool" or a["count_include_pad"]):
+        cls = T.MaxPool2d if node.op == "maxpool" else T.AvgPool2d     # the first-wave layers
+        return cls(node.name, a["kernel"], a["stride"], a["padding"])
+    return X.Pool(node.name, node.op, a["dims"], a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                  a.get("count_include_pad", True))
 
 
 def _adaptive(node):
-    if all(o == 1 for o in node.attrs["output_size"]) and node.attrs["dims"] == 2:
+    a = node.attrs
+    if a["dims"] == 2 and all(o == 1 for o in a["output_size"]):
         return T.GlobalAvgPool(node.name)
-    raise UnsupportedLayerError(f"adaptive average pool '{node.name}' to {node.attrs['output_size']} "
-                                f"is not supported yet")
+    return X.AdaptiveAvgPool(node.name, a["dims"], a["output_size"])
 
 
 def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
@@ -140,7 +112,7 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         "relu": lambda: T.Activation(name, "relu"), "relu6": lambda: T.Activation(name, "relu6"),
         "leaky_relu": lambda: T.Activation(name, "leaky_relu", a.get("slope", 0.01)),
         "dropout": lambda: T.Dropout(name, 0.0 if frozen else a["p"]),
-        "reshape": lambda: G.Reshape(name, node.shape), "permute": lambda: G.Permute(name, a["dims"]),
+        "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False)), "permute": lambda: G.Permute(name, a["dims"]),
         "slice": lambda: G.Slice(name, a["index"]), "detach": lambda: G.Detach(name),
         "mean": lambda: G.Reduce(name, "mean", a["dims"], a["keepdim"]),
         "sum": lambda: G.Reduce(name, "sum", a["dims"], a["keepdim"]),
@@ -154,10 +126,18 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         return simple[op]()
     if op in ("add", "sub", "mul", "div"):
         return G.Binary(name, op, a.get("scalar"), a.get("reverse", False))
-    if op in Pointwise._FWD or op == "gelu":
-        return Pointwise(name, op, a.get("approximate", "none"))
+    if op in X.Pointwise.KINDS:
+        return X.Pointwise(name, op, a.get("approximate", "none"))
     if op == "conv2d":
         return _conv(node, p)
+    if op == "conv1d":
+        return X.Conv1d(name, a["stride"][0], a["padding"][0], a["groups"])
+    if op == "layernorm":
+        return X.LayerNorm(name, a["normalized_shape"], a["eps"])
+    if op == "upsample":
+        return X.Upsample(name, a["mode"], node.shape[1:], a["align_corners"])
+    if op == "stochastic_depth":
+        return X.StochasticDepth(name, 0.0 if frozen else a["p"], a["mode"])
     if op == "linear":
         return LinearND(name, p["weight"].value, p["bias"].value if "bias" in p else None)
     if op == "batchnorm":

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import elementwise as E
+from ..kernels import reduce as R
+from ..kernels import shape as S
 from .layers import Layer
-
-
-def unbroadcast(g: torch.Tensor, shape) -> torch.Tensor:
-    """Sum a broadcast gradient back to ``shape`` (the operand's shape)."""
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.dim() - len(shape)
-    dims = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
-    return g.sum(dim=dims, keepdim=True).reshape(shape) if dims else g.reshape(shape)
 
 
 class Multi(Layer):
@@ -39,20 +32,19 @@ class Binary(Multi):
 
     def forward_many(self, xs, ctx):
         a, b = self._operands(xs)
-        y = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b}[self.kind]()
-        y = ctx.act(y)
-        self.saved = (a, b, y, [x.shape for x in xs]) if ctx.training else None
+        y = ctx.act(getattr(E, f"{self.kind}_forward")(a, b))
+        self.saved = (a, b, y) if ctx.training else None
         return y
 
     def backward_many(self, dy, ctx, needs):
-        a, b, y, shapes = self.saved
+        a, b, y = self.saved
         self.saved = None
-        k = self.kind
-        ga = {"add": dy, "sub": dy, "mul": lambda: dy * b, "div": lambda: dy / b}[k]
-        gb = {"add": dy, "sub": lambda: -dy, "mul": lambda: dy * a, "div": lambda: -dy * y / b}[k]
+        if self.kind == "div":
+            ga, gb = E.div_backward(dy, a, b, y)
+        else:
+            ga, gb = getattr(E, f"{self.kind}_backward")(dy, a, b)
         grads = [ga, gb] if self.scalar is None else [gb] if self.reverse else [ga]
-        return tuple(ctx.grad(unbroadcast(g() if callable(g) else g, sh)) if need else None
-                     for g, sh, need in zip(grads, shapes, needs))
+        return tuple(ctx.grad(g) if need and g is not None else None for g, need in zip(grads, needs))
 
 
 class Cat(Multi):
@@ -62,11 +54,11 @@ class Cat(Multi):
 
     def forward_many(self, xs, ctx):
         self.saved = [x.shape[self.dim] for x in xs] if ctx.training else None
-        return torch.cat(xs, self.dim)
+        return S.cat_forward(xs, self.dim)
 
     def backward_many(self, dy, ctx, needs):
         sizes, self.saved = self.saved, None
-        return tuple(g if n else None for g, n in zip(torch.split(dy, sizes, self.dim), needs))
+        return tuple(g if n else None for g, n in zip(S.cat_backward(dy, sizes, self.dim), needs))
 
 
 class Split(Layer):
@@ -78,25 +70,14 @@ class Split(Layer):
 
     def forward(self, x, ctx):
         self.saved = x.shape if ctx.training else None
-        parts = torch.split(x, self.sizes, self.dim)
-        return tuple(p.squeeze(self.dim) for p in parts) if self.squeeze else parts
+        parts = S.split_forward(x, self.sizes, self.dim)
+        return tuple(p.squeeze(self.dim) for p in parts) if self.squeeze else tuple(parts)
 
     def backward(self, dys, ctx, need_input=True):
         shape, self.saved = self.saved, None
-        parts = []
-        for g, size in zip(dys, self.sizes):
-            if g is None:
-                sh = list(shape)
-                sh[self.dim] = size
-                g = torch.zeros(sh, dtype=dys_dtype(dys))
-            elif self.squeeze:
-                g = g.unsqueeze(self.dim)
-            parts.append(g)
-        return torch.cat(parts, self.dim)
-
-
-def dys_dtype(dys):
-    return next(g.dtype for g in dys if g is not None)
+        if self.squeeze:
+            dys = [None if g is None else g.unsqueeze(self.dim) for g in dys]
+        return S.split_backward(dys, shape, self.sizes, self.dim)
 
 
 class Reshape(Layer):
@@ -104,13 +85,13 @@ class Reshape(Layer):
 
     kind = "reshape"
 
-    def __init__(self, name, shape):
+    def __init__(self, name, shape, batchless=False):
         super().__init__(name)
-        self.shape = tuple(shape)
+        self.shape, self.batchless = tuple(shape), batchless
 
     def forward(self, x, ctx):
         self.saved = x.shape if ctx.training else None
-        return x.reshape(x.shape[0], *self.shape)
+        return x.reshape(self.shape) if self.batchless else x.reshape(x.shape[0], *self.shape)
 
     def backward(self, dy, ctx, need_input=True):
         shape, self.saved = self.saved, None
@@ -123,13 +104,12 @@ class Permute(Layer):
     def __init__(self, name, dims):
         super().__init__(name)
         self.dims = tuple(dims)
-        self.inverse = tuple(sorted(range(len(dims)), key=lambda i: dims[i]))
 
     def forward(self, x, ctx):
-        return x.permute(self.dims)
+        return S.permute_forward(x, self.dims)
 
     def backward(self, dy, ctx, need_input=True):
-        return dy.permute(self.inverse)
+        return S.permute_backward(dy, self.dims)
 
 
 class Slice(Layer):
@@ -161,20 +141,11 @@ class Reduce(Layer):
 
     def forward(self, x, ctx):
         self.saved = x.shape if ctx.training else None
-        y = x.mean(self.dims, keepdim=self.keepdim) if self.kind == "mean" else x.sum(self.dims, keepdim=self.keepdim)
-        return ctx.act(y)
+        return ctx.act(getattr(R, f"{self.kind}_forward")(x, self.dims, self.keepdim))
 
     def backward(self, dy, ctx, need_input=True):
         shape, self.saved = self.saved, None
-        if not self.keepdim:
-            for d in sorted(self.dims):
-                dy = dy.unsqueeze(d)
-        if self.kind == "mean":
-            count = 1
-            for d in self.dims:
-                count *= shape[d]
-            dy = dy / count
-        return ctx.grad(dy.expand(shape).contiguous())
+        return ctx.grad(getattr(R, f"{self.kind}_backward")(dy, shape, self.dims, self.keepdim))
 
 
 class Detach(Layer):
