@@ -117,6 +117,10 @@ CASES = {
     "accel tinycl --replays -1": (lambda t, f, m: ["accel", "tinycl", "--replays", "-1"], "--replays"),
     "accel eta --batch -1": (lambda t, f, m: ["accel", "eta", "--batch", "-1"], "--batch"),
     "accel eta --batch 0": (lambda t, f, m: ["accel", "eta", "--batch", "0"], "--batch"),
+    "profile --n-replays -3": (lambda t, f, m: ["profile", "--model", "tinycl-net", "--target", "vega",
+                                                "--n-replays", "-3"], "n_replays"),
+    "profile --batch -1": (lambda t, f, m: ["profile", "--model", "tinycl-net", "--target", "vega", "--batch", "-1"],
+                           "batch"),
     "not an int": (lambda t, f, m: ["accel", "tinycl", "--samples", "many"], "--samples"),
     # data specs
     "size not HxW": (lambda t, f, m: ["run", "--data", f"imagefolder:{f}?size=big"], "size"),
@@ -141,6 +145,7 @@ CASES = {
                            "not the state of a tinycl run"),
     "resume malicious": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("malicious"))], "refused"),
     "resume empty folder": (lambda t, f, m: ["run", "--resume", _run_dir(t, lambda d: None)], "no run to resume"),
+    "resume no folder": (lambda t, f, m: ["run", "--resume", str(t / "nowhere")], "no such folder"),
     "resume bad config.json": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("config"))], "config.json"),
     "backbone malicious": (lambda t, f, m: ["run", "--set", f"backbone={_evil_file(t)}", "--out", str(t / "o")],
                            "refused"),
@@ -199,6 +204,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, folder, mixed
     assert rc == 2, (rc, line)
     assert line.startswith("tinycl: error: ") and words in line, line
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "run" / "pwned").exists()  # no code ran
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_mixed_sizes_work_with_a_size_option(mixed, tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from . import __version__
@@ -26,6 +27,8 @@ def _run(args) -> int:
             raise TinyclError("--resume takes the config saved in the run folder; drop --config/--set/--data")
         out = args.resume
         cfg = {}
+        if not os.path.isdir(out):
+            raise TinyclError(f"no run to resume in {out}: no such folder")
     else:
         cfg = C.load_file(args.config) if args.config else {}
         if args.data:

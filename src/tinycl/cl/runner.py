@@ -166,6 +166,8 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     A run whose training loss stops being finite finishes and is marked ``diverged``.
     """
     out = Path(out_dir)
+    if resume and not out.is_dir():
+        raise TinyclError(f"no run to resume in {out}: no such folder")
     if not resume:
         cfg = validate(cfg)
         get_precision(cfg["precision"])
