@@ -135,3 +135,16 @@ def test_nonfinite_losses_are_counted():
     learner.net.named_params()["1.weight"].set(torch.full((3, 4), float("inf")))
     learner.train_experience(x, y, epochs=1, batch_size=4)
     assert learner.nonfinite_steps == 2
+
+
+def test_results_json_writes_non_finite_values_as_flagged_nulls(folder, tmp_path):
+    from tinycl.cl.runner import run
+    cfg = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
+           "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 1, "epochs": 1, "batch_size": 8,
+           "replay_batch": 8, "n_replays": 20}
+    res = run(cfg, tmp_path / "r", progress=False,
+              annotate=lambda setup, cfg: {"latency_s": float("nan"), "energy_j": float("inf"), "fits": True})
+    on_disk = strict_loads((tmp_path / "r" / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(res))  # what run() returns is what it wrote
+    assert on_disk["learning_event"] == {"latency_s": None, "energy_j": None, "fits": True}
+    assert on_disk["non_finite"] == ["learning_event.latency_s", "learning_event.energy_j"]

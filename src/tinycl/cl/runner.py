@@ -264,7 +264,9 @@ def _run(cfg, out, state, progress, stop_after, annotate, setup) -> dict:
     results["learning_event"] = annotate(setup, cfg) if annotate is not None else None
     results["diverged"] = diverged_from is not None
     results["diverged_from_experience"] = diverged_from
-    results["non_finite"] = []
+    replaced: list[str] = []
+    results = jsonout.clean(results, "", replaced)  # returned as written: strict, NaN as null
+    results["non_finite"] = replaced
     write_json(out / "results.json", results)
     return results
 
