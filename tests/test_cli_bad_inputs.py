@@ -84,6 +84,13 @@ def _state(kind):
             evil_state_file(d / "state.ckpt", d / "pwned")
         elif kind == "config":
             (d / "config.json").write_text("{not json")
+        elif kind == "config list":
+            (d / "config.json").write_text("[1, 2]")
+        elif kind == "config values":
+            (d / "config.json").write_text('{"learning_rate": -1}')
+        elif kind == "state config":
+            checkpoint.save(d / "state.ckpt", {k: 0 for k in ("config", "next", "learner", "memory", "cwr",
+                                                               "generator", "acc_correct", "acc_total", "log")})
     return make
 
 
@@ -145,6 +152,12 @@ CASES = {
                            "not the state of a tinycl run"),
     "resume malicious": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("malicious"))], "refused"),
     "resume empty folder": (lambda t, f, m: ["run", "--resume", _run_dir(t, lambda d: None)], "no run to resume"),
+    "resume config.json a list": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("config list"))],
+                                  "does not hold a config"),
+    "resume config.json bad value": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("config values"))],
+                                     "learning_rate"),
+    "resume state without config": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("state config"))],
+                                    "holds no run config"),
     "resume no folder": (lambda t, f, m: ["run", "--resume", str(t / "nowhere")], "no such folder"),
     "resume bad config.json": (lambda t, f, m: ["run", "--resume", _run_dir(t, _state("config"))], "config.json"),
     "backbone malicious": (lambda t, f, m: ["run", "--set", f"backbone={_evil_file(t)}", "--out", str(t / "o")],

@@ -83,6 +83,9 @@ def _check_state(state, path: Path) -> dict:
         kind = state.get("format") if isinstance(state, dict) else None
         what = f"a {kind} file" if isinstance(kind, str) else "another kind of tinycl file"
         raise TinyclError(f"{path} is {what}, not the state of a tinycl run")
+    if not isinstance(state["config"], dict):
+        raise TinyclError(f"{path} holds no run config")
+    validate(state["config"])  # a bad saved config: one line now, not a traceback later
     return state
 
 
@@ -92,9 +95,12 @@ def _read_state(path: Path) -> dict:
 
 def _read_config(out: Path) -> dict:
     try:
-        return validate(json.loads((out / CONFIG).read_text()))
+        cfg = json.loads((out / CONFIG).read_text())
     except (OSError, ValueError) as e:
         raise TinyclError(f"{out / CONFIG} cannot be read: {e}".splitlines()[0]) from None
+    if not isinstance(cfg, dict):
+        raise TinyclError(f"{out / CONFIG} does not hold a config (a JSON object)")
+    return validate(cfg)
 
 
 def saved_config(out: str | Path) -> dict | None:
