@@ -1,6 +1,5 @@
-"""Dense N-bit packing: hand-worked bytes, a bit-by-bit reference, round trips, speed."""
+"""Dense N-bit packing: hand-worked bytes, a bit-by-bit reference, round trips."""
 
-import time
 
 import numpy as np
 import pytest
@@ -96,14 +95,11 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.parametrize("bits", [1, 3, 4, 7, 8])
-def test_speed_3000_latents_of_4096(bits):
+def test_roundtrip_3000_latents_of_4096(bits):
+    """A full-size memory round trip (its speed is measured in bench/packing_speed.py, not here)."""
     g = torch.Generator().manual_seed(bits)
     codes = torch.randint(0, 1 << bits, (3000, 4096), generator=g, dtype=torch.int64).to(torch.uint8)
-    t0 = time.perf_counter()
     p = pack_rows(codes, bits)
-    t1 = time.perf_counter()
     back = unpack_rows(p, bits, 4096)
-    t2 = time.perf_counter()
     assert p.numel() == 3000 * 4096 * bits // 8
     assert torch.equal(back, codes.long())
-    assert t1 - t0 < 1.0 and t2 - t1 < 1.0, (t1 - t0, t2 - t1)

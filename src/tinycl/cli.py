@@ -1,9 +1,14 @@
-"""The ``tinycl`` command line. Exit codes: 0 success, 1 unexpected error, 2 user error."""
+"""The ``tinycl`` command line.
+
+Exit codes: 0 success, 1 unexpected error, 2 user error (one line on stderr), 3 the run
+finished but its training diverged (the loss was not finite; results.json says ``diverged``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
 import sys
 
 from . import __version__
@@ -12,39 +17,52 @@ from .errors import TinyclError
 
 def _run(args) -> int:
     from .cl import config as C
+    from .cl.checkpoint import folder_lock
     from .cl.runner import run
-    from .report.run_report import plots, summary
+    from .report import jsonout
+    from .report.run_report import diverged_line, plots, summary
 
     if args.resume:
         if args.config or args.set or args.data:
             raise TinyclError("--resume takes the config saved in the run folder; drop --config/--set/--data")
         out = args.resume
         cfg = {}
+        if not os.path.isdir(out):
+            raise TinyclError(f"no run to resume in {out}: no such folder")
     else:
         cfg = C.load_file(args.config) if args.config else {}
         if args.data:
             cfg["data"] = args.data
         cfg = C.apply_sets(cfg, args.set)
+        cfg = C.validate(cfg)
         out = args.out
     _check_target(cfg, out, bool(args.resume))
-    res = run(cfg, out, resume=bool(args.resume), progress=not args.quiet and not args.json,
-              annotate=_event_cost)
-    plots(res, out)
+    with folder_lock(out):  # results and plots are written under the run's lock
+        res = run(cfg, out, resume=bool(args.resume), progress=not args.quiet and not args.json,
+                  annotate=_event_cost)
+        plots(res, out)
     if args.json:
-        print(json.dumps(res, indent=2, default=str))
+        print(jsonout.dumps(res))
     else:
         print(summary(res))
         print(f"\nresults: {out}/results.json, {out}/accuracy.png, {out}/memory.png")
+    if res.get("diverged"):
+        print(f"tinycl: {diverged_line(res)}", file=sys.stderr)
+        return 3
     return 0
 
 
 def _check_target(cfg: dict, out: str, resume: bool) -> None:
     """Resolve the configured target before any work (a bad one would fail only at the end)."""
-    from .cl import checkpoint
     from .cl.config import DEFAULTS
+    from .cl.runner import saved_config
     from .hw.target import load_target
 
-    target = checkpoint.load(f"{out}/state.ckpt")["config"]["target"] if resume else cfg.get("target", DEFAULTS["target"])
+    if resume:
+        cfg = saved_config(out)
+        if cfg is None:  # no readable run here: run() says exactly why
+            return
+    target = cfg.get("target", DEFAULTS["target"])
     if not isinstance(target, str):
         raise TinyclError(f"config: 'target' must be a target name or a YAML path, got {target!r}")
     try:
@@ -65,15 +83,18 @@ def _event_cost(setup, cfg) -> dict | None:
 def _pretrain(args) -> int:
     if args.batch_size < 1:
         raise TinyclError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not args.lr > 0:
-        raise TinyclError(f"--lr must be > 0, got {args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise TinyclError(f"--lr must be a finite number > 0, got {args.lr}")
     from .cl.backbone import pretrain, save_backbone
+    from .cl.checkpoint import check_writable
     from .cl.config import validate
     from .cl.scenarios import class_incremental
     from .data import load
+    from .report import jsonout
 
     cfg = validate({"data": args.data, "model": args.model, "initial_classes": args.initial_classes,
                     "seed": args.seed, "pretrain_epochs": args.epochs})
+    check_writable(args.out)  # a directory or an unwritable path fails now, not after training
     ds = load(cfg["data"])
     stream = class_incremental(ds, cfg["initial_classes"], 1, seed=cfg["seed"])
     first = stream[0]
@@ -92,14 +113,22 @@ def _pretrain(args) -> int:
     acc = float((pred == test.y[mask]).float().mean())
     info = {"out": args.out, "bytes": n, "model": cfg["model"], "classes": first.classes,
             "test_accuracy_initial_classes": acc}
-    print(json.dumps(info) if args.json else
+    print(jsonout.dumps(info, indent=None) if args.json else
           f"backbone {cfg['model']} on classes {first.classes}: test accuracy {100 * acc:.1f}% "
           f"on those classes; wrote {args.out} ({n:,} bytes)")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``tinycl: error: ...``, exit status 2)."""
+
+    def error(self, message):
+        where = self.prog[len("tinycl"):].strip()
+        self.exit(2, f"tinycl: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinycl", description="On-device continual learning: quantized latent "
+    p = _Parser(prog="tinycl", description="On-device continual learning: quantized latent "
                                 "replay, explicit training kernels, device cost models.")
     p.add_argument("--version", action="version", version=f"tinycl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -108,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Class-incremental learning with (quantized) latent replay. With no "
                                    "arguments: the shipped CIFAR-10 subset and backbone.")
     r.add_argument("--config", help="YAML config file (keys: see docs/cli.md)")
-    r.add_argument("--data", help="shipped | cifar10:PATH | imagefolder:PATH | core50:PATH")
+    r.add_argument("--data", help="shipped | cifar10:PATH | imagefolder:PATH[?size=HxW&channels=C] | "
+                                  "core50:PATH[?scenario=S&run=R] (see docs/data.md)")
     r.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its folder")
@@ -119,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("pretrain", help="train a backbone on the initial classes and save it",
                        description="The factory phase: train a zoo model on the first classes of a dataset "
                                    "with tinycl's own training engine, and save it as a backbone file.")
-    t.add_argument("--data", default="shipped")
+    t.add_argument("--data", default="shipped", help="a data spec, as for tinycl run")
     t.add_argument("--model", default="resnet8")
     t.add_argument("--initial-classes", type=int, default=4)
     t.add_argument("--epochs", type=int, default=15)

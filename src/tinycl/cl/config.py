@@ -6,10 +6,12 @@ Every key is checked; a bad value raises one line naming the key and what is all
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import yaml
 
+from ..data.load import parse_spec
 from ..errors import TinyclError
 
 STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay")
@@ -18,7 +20,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: ETA-style 8-bit training 
 LR_BITS = tuple(range(1, 9)) + ("fp16", "fp32")
 
 DEFAULTS: dict = {
-    "data": "shipped",            # shipped | cifar10:PATH | imagefolder:PATH | core50:PATH
+    "data": "shipped",            # shipped | cifar10:PATH | imagefolder:PATH[?size=HxW&channels=C] | core50:PATH
     "model": "resnet8",
     "backbone": "shipped",        # shipped | none (factory phase) | path to a tinycl pretrain file
     "latent_layer": "block2_1",   # top-level split point; front = up to and including it
@@ -55,6 +57,16 @@ _CHOICES = {"strategy": STRATEGIES, "replacement": REPLACEMENTS, "precision": PR
             "lr_granularity": ("tensor", "channel"), "lr_clipping": ("minmax", "mse")}
 
 
+def _finite_number(v) -> bool:
+    """An int or float that is a finite float (not NaN, not infinite, not a bool, not too large)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def validate(cfg: dict) -> dict:
     """Return a complete, checked copy of ``cfg`` (defaults filled in)."""
     unknown = sorted(set(cfg) - set(DEFAULTS))
@@ -73,8 +85,9 @@ def validate(cfg: dict) -> dict:
                 v = float(v)
             except ValueError:
                 pass
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k in _FLOAT_POS and v == 0):
-            raise TinyclError(f"config: '{k}' must be a number {'> 0' if k in _FLOAT_POS else '>= 0'}, got {v!r}")
+        if not _finite_number(v) or v < 0 or (k in _FLOAT_POS and v == 0):
+            raise TinyclError(f"config: '{k}' must be a finite number {'> 0' if k in _FLOAT_POS else '>= 0'}, "
+                              f"got {out[k]!r}")
         out[k] = float(v)
     for k in _BOOL:
         if not isinstance(out[k], bool):
@@ -90,6 +103,7 @@ def validate(cfg: dict) -> dict:
     for k in ("data", "model", "backbone", "latent_layer", "target"):
         if not isinstance(out[k], str) or not out[k]:
             raise TinyclError(f"config: '{k}' must be a non-empty string, got {out[k]!r}")
+    parse_spec(out["data"])  # syntax, kind and loader options, before any work
     order = out["class_order"]
     if order is not None and (not isinstance(order, list) or not all(isinstance(c, int) for c in order)):
         raise TinyclError(f"config: 'class_order' must be a list of integer labels or null, got {order!r}")

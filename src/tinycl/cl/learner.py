@@ -2,18 +2,27 @@
 
 Each step trains on ``batch_size`` new latents concatenated with ``replay_batch``
 replayed ones (drawn by ``replay_fn``), as in latent replay (Pellegrini et al. 2020).
+
+Small steps: a back without batch norm in training mode trains on every step, even of one
+sample. With batch norm in training mode a step needs at least two samples (batch statistics),
+so an epoch's last step that would hold a single sample (one new sample left over, no replay)
+is merged into the step before it; an experience with one sample in all and no replay cannot
+be trained with batch statistics and raises one line.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import TinyclError
 from ..kernels.optim import SGD
 from ..models.convert import from_torch
+from ..models.layers import BatchNorm2d
 
 
 class Learner:
@@ -26,33 +35,51 @@ class Learner:
         self.opt = SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.gen = generator
         self.samples_trained = 0
+        self.nonfinite_steps = 0  # steps whose loss was NaN or infinite (divergence)
+        self.batch_stats = any(isinstance(layer, BatchNorm2d) and not layer.frozen_stats
+                               for layer in self.net.layers())
 
     def train_experience(self, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
                          replay_fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
                          replay_batch: int = 0, progress: bool = False, desc: str = "train") -> float:
-        """Train on latents ``x`` (float) with labels ``y``; returns the mean loss of the last epoch."""
+        """Train on latents ``x`` (float) with labels ``y``; returns the mean loss of the last epoch.
+
+        Steps whose loss is not finite are counted in ``nonfinite_steps``.
+        """
         n = len(x)
-        steps = max(1, (n + batch_size - 1) // batch_size)
-        bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=None if progress else True, leave=False)
+        replays = replay_fn is not None and replay_batch > 0
+        bounds = self._steps(n, batch_size, replays)
+        bar = tqdm(total=epochs * len(bounds), desc=desc, unit="step", disable=None if progress else True,
+                   leave=False)
         last = float("nan")
         for _ in range(epochs):
             perm = torch.randperm(n, generator=self.gen)
             losses = []
-            for i in range(steps):
-                idx = perm[i * batch_size:(i + 1) * batch_size]
+            for a, b in bounds:
+                idx = perm[a:b]
                 xb, yb = x[idx].float(), y[idx]
-                if replay_fn is not None and replay_batch > 0:
+                if replays:
                     rx, ry = replay_fn(replay_batch)
                     xb, yb = torch.cat([xb, rx.float()]), torch.cat([yb, ry])
-                if len(xb) < 2:  # batch statistics need two samples
-                    continue
-                losses.append(self.net.train_step(xb, yb, self.opt))
+                loss = self.net.train_step(xb, yb, self.opt)
+                self.nonfinite_steps += not math.isfinite(loss)
+                losses.append(loss)
                 self.samples_trained += len(xb)
                 bar.update(1)
             last = sum(losses) / max(len(losses), 1)
             bar.set_postfix(loss=f"{last:.3f}")
         bar.close()
         return last
+
+    def _steps(self, n: int, batch_size: int, replays: bool) -> list[tuple[int, int]]:
+        """(start, end) of each step's new samples in an epoch, by the small-step rule (module doc)."""
+        bounds = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)] or ([(0, 0)] if replays else [])
+        if not self.batch_stats or replays or not bounds or bounds[-1][1] - bounds[-1][0] >= 2:
+            return bounds
+        if len(bounds) == 1:
+            raise TinyclError("an experience has 1 training sample and no replay; a back with batch norm "
+                              "needs at least 2 samples per step (give it more data or replay)")
+        return bounds[:-2] + [(bounds[-2][0], n)]
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -62,11 +89,13 @@ class Learner:
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "samples": self.samples_trained,
+                "nonfinite_steps": self.nonfinite_steps,
                 "scaler": self.net.scaler.state_dict() if self.net.scaler else None}
 
     def load_state_dict(self, sd: dict) -> None:
         self.net.load_state_dict(sd["net"])
         self.opt.load_state_dict(sd["opt"])
         self.samples_trained = sd["samples"]
+        self.nonfinite_steps = sd.get("nonfinite_steps", 0)
         if self.net.scaler and sd["scaler"]:
             self.net.scaler.load_state_dict(sd["scaler"])

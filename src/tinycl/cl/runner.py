@@ -1,17 +1,22 @@
 """``tinycl run``: a class-incremental experiment with (quantized) latent replay, resumable.
 
-After every experience the whole learner state is written atomically to
-``OUT/state.ckpt``; ``resume=True`` continues from it and finishes with the same
-results as an uninterrupted run (same config, same machine and thread count).
+The validated config is written to ``OUT/config.json`` before any work, and after every
+experience the whole learner state is written atomically to ``OUT/state.ckpt``;
+``resume=True`` continues from it (or from ``state.ckpt.prev`` when it is damaged, or from
+the start when the run was killed before its first checkpoint) and finishes with the same
+results as an uninterrupted run (same config, same machine and thread count). The folder
+is locked for the whole run (:func:`tinycl.cl.checkpoint.folder_lock`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -19,6 +24,7 @@ from ..errors import TinyclError
 from ..models.macs import count_macs
 from ..numerics.latent_quant import LatentQuantizer
 from ..numerics.precision import get_precision
+from ..report import jsonout
 from . import checkpoint
 from .backbone import to_input
 from .config import validate
@@ -30,6 +36,9 @@ from .metrics import AccuracyMatrix, bwt, forgetting
 from .setup import build
 
 STATE = "state.ckpt"
+CONFIG = "config.json"
+STATE_FORMAT = "tinycl.state/1"
+_STATE_KEYS = ("config", "next", "learner", "memory", "cwr", "generator", "acc_correct", "acc_total", "log")
 SCHEMA = "tinycl.results/1"
 
 
@@ -68,6 +77,89 @@ def _accuracy(learner, lat, y) -> tuple[int, int]:
     return int((learner.predict(lat) == y).sum()), len(y)
 
 
+def _check_state(state, path: Path) -> dict:
+    """``state`` if it is a run state; a file of another kind (a backbone, ...) raises one line."""
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        kind = state.get("format") if isinstance(state, dict) else None
+        what = f"a {kind} file" if isinstance(kind, str) else "another kind of tinycl file"
+        raise TinyclError(f"{path} is {what}, not the state of a tinycl run")
+    if not isinstance(state["config"], dict):
+        raise TinyclError(f"{path} holds no run config")
+    validate(state["config"])  # a bad saved config: one line now, not a traceback later
+    return state
+
+
+def _read_state(path: Path) -> dict:
+    return _check_state(checkpoint.load(path), path)
+
+
+def _read_config(out: Path) -> dict:
+    try:
+        cfg = json.loads((out / CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise TinyclError(f"{out / CONFIG} cannot be read: {e}".splitlines()[0]) from None
+    if not isinstance(cfg, dict):
+        raise TinyclError(f"{out / CONFIG} does not hold a config (a JSON object)")
+    return validate(cfg)
+
+
+def saved_config(out: str | Path) -> dict | None:
+    """The config of the run in ``out`` (read only, no side effects), or None when there is none."""
+    out = Path(out)
+    for read, path in ((_read_config, out), (_read_state, out / STATE), (_read_state, out / (STATE + ".prev"))):
+        try:
+            got = read(path)
+        except TinyclError:
+            continue
+        return got if read is _read_config else got["config"]
+    return None
+
+
+def load_state(out: Path) -> tuple[dict | None, str | None]:
+    """The state to resume from and a one-line note, or None to start again from ``config.json``.
+
+    ``state.ckpt`` first; when it is missing or cannot be used, ``state.ckpt.prev`` (the damaged
+    file is kept as ``state.ckpt.damaged``); with neither, a run killed before its first
+    checkpoint starts again from its saved config. Anything else raises one line.
+    """
+    main, prev = out / STATE, out / (STATE + ".prev")
+    if main.exists():
+        try:
+            return _read_state(main), None
+        except TinyclError as e:
+            why = str(e)
+        if not prev.exists():
+            raise TinyclError(f"{why}; there is no {prev.name} beside it to resume from") from None
+        try:
+            state = _read_state(prev)
+        except TinyclError as e2:
+            raise TinyclError(f"{why}; {prev.name} cannot be used either ({e2})") from None
+        main.replace(out / (STATE + ".damaged"))
+        return state, (f"{why}; resuming from {prev.name} (after experience {state['next']}), "
+                       f"the damaged file is kept as {STATE}.damaged")
+    if prev.exists():
+        return _read_state(prev), f"{main} is missing; resuming from {prev.name}"
+    if (out / CONFIG).exists():
+        return None, f"no checkpoint in {out} yet; starting the run again from its saved {CONFIG}"
+    raise TinyclError(f"no run to resume in {out}: checkpoint not found ({STATE} or {CONFIG})")
+
+
+def _start(cfg: dict, out: Path, resume: bool) -> tuple[dict, dict | None]:
+    """The config and the state to continue from (None: from the start); writes ``config.json``."""
+    if resume:
+        state, note = load_state(out)
+        cfg = state["config"] if state is not None else _read_config(out)
+        if note:
+            print(f"tinycl: {note}", file=sys.stderr)
+        return cfg, state
+    if (out / STATE).exists():
+        raise TinyclError(f"{out} already holds a run; use --resume {out} or another --out")
+    if (out / CONFIG).exists() and _read_config(out) != json.loads(jsonout.dumps(cfg)):
+        raise TinyclError(f"{out} holds a run started with another config; use --resume {out} or another --out")
+    jsonout.write(out / CONFIG, cfg)  # before any work: a run killed at any moment can be resumed
+    return cfg, None
+
+
 def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,
         stop_after: int | None = None, annotate=None, setup=None) -> dict:
     """Run (or resume) an experiment; writes ``out_dir/results.json`` and returns the results.
@@ -77,18 +169,20 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     ``stop_after`` ends the run after that many experiences (tests of resume).
     ``setup`` reuses a :class:`tinycl.cl.setup.Setup` built for the same data, backbone,
     latent layer and front (benchmarks that compare strategies on one front).
+    A run whose training loss stops being finite finishes and is marked ``diverged``.
     """
     out = Path(out_dir)
-    state = None
-    if resume:
-        state = checkpoint.load(out / STATE)
-        cfg = state["config"]
-    else:
+    if resume and not out.is_dir():
+        raise TinyclError(f"no run to resume in {out}: no such folder")
+    if not resume:
         cfg = validate(cfg)
         get_precision(cfg["precision"])
-        if (out / STATE).exists():
-            raise TinyclError(f"{out} already holds a run; use --resume {out} or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    with checkpoint.folder_lock(out):
+        cfg, state = _start(cfg, out, resume)
+        return _run(cfg, out, state, progress, stop_after, annotate, setup)
+
+
+def _run(cfg, out, state, progress, stop_after, annotate, setup) -> dict:
     t0 = time.perf_counter()
     setup = setup if setup is not None else build(cfg, out, progress)
     t_setup = time.perf_counter() - t0
@@ -101,7 +195,7 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     T = len(stream)
     acc = AccuracyMatrix(T)
     log: list[dict] = []
-    start = 0
+    start, diverged_from = 0, None
     if state is not None:
         learner.load_state_dict(state["learner"])
         if memory is not None:
@@ -109,8 +203,8 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
         if cwr is not None:
             cwr.load_state_dict(state["cwr"])
         gen.set_state(state["generator"])
-        acc.correct, acc.total = state["acc_correct"], state["acc_total"]
-        log, start = state["log"], state["next"]
+        acc.correct, acc.total = _counts(state["acc_correct"]), _counts(state["acc_total"])
+        log, start, diverged_from = state["log"], state["next"], state.get("diverged_from")
 
     back_macs = count_macs(setup.back, setup.latent_shape)
     front_macs = count_macs(setup.model, ds.image_shape)["forward"] - back_macs["forward"]
@@ -135,11 +229,13 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
                     raw, ry = memory.sample(n, gen)
                     return setup.front(to_input(raw.round().clamp(0, 255).to(torch.uint8), setup.mean,
                                                 setup.std)), ry
-        before = learner.samples_trained
+        before, nonfinite = learner.samples_trained, learner.nonfinite_steps
         if cwr is not None:
             cwr.before_experience(y_new)
         learner.train_experience(x_new, y_new, cfg["epochs"], cfg["batch_size"], replay_fn,
                                  cfg["replay_batch"], progress, desc=f"exp {i}")
+        if learner.nonfinite_steps > nonfinite and diverged_from is None:
+            diverged_from = i
         if cwr is not None:
             cwr.after_experience()
         if memory is not None:
@@ -157,11 +253,13 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
                     "train_macs": int(macs),
                     "replay_memory_bytes": memory.nbytes()["total"] if memory is not None else 0,
                     "seen_accuracy": float(acc.seen_accuracy()[i])})
-        checkpoint.save(out / STATE, {"config": cfg, "next": i + 1, "learner": learner.state_dict(),
+        checkpoint.save(out / STATE, {"format": STATE_FORMAT, "config": cfg, "next": i + 1,
+                                      "learner": learner.state_dict(),
                                       "memory": memory.state_dict() if memory is not None else None,
                                       "cwr": cwr.state_dict() if cwr is not None else None,
-                                      "generator": gen.get_state(), "acc_correct": acc.correct,
-                                      "acc_total": acc.total, "log": log})
+                                      "generator": gen.get_state(), "acc_correct": torch.from_numpy(acc.correct),
+                                      "acc_total": torch.from_numpy(acc.total), "log": log,
+                                      "diverged_from": diverged_from})
         bar.update(1)
         bar.set_postfix(acc=f"{acc.seen_accuracy()[i]:.3f}")
         if stop_after is not None and i + 1 >= stop_after and i + 1 < T:
@@ -170,8 +268,18 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
     bar.close()
     results = _results(cfg, setup, acc, log, memory, learner, t_setup, time.perf_counter() - t0)
     results["learning_event"] = annotate(setup, cfg) if annotate is not None else None
+    results["diverged"] = diverged_from is not None
+    results["diverged_from_experience"] = diverged_from
+    replaced: list[str] = []
+    results = jsonout.clean(results, "", replaced)  # returned as written: strict, NaN as null
+    results["non_finite"] = replaced
     write_json(out / "results.json", results)
     return results
+
+
+def _counts(saved) -> np.ndarray:
+    """Accuracy counts as saved (a tensor)."""
+    return np.array(saved.numpy() if isinstance(saved, torch.Tensor) else saved, dtype=np.int64)
 
 
 def _results(cfg, setup, acc, log, memory, learner, t_setup, t_total) -> dict:
@@ -217,15 +325,5 @@ def _nan_to_none(x):
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    tmp.replace(path)
-
-
-def _jsonable(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """Write strict JSON atomically (temporary file + rename; non-finite values as null, flagged)."""
+    jsonout.write(path, obj)

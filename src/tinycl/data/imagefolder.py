@@ -4,6 +4,7 @@ Layouts:
     ROOT/<class>/*.png|jpg|jpeg                      -> a deterministic per-class train/test split
     ROOT/train/<class>/...  and  ROOT/test/<class>/... -> those splits as they are
 Class labels are the sorted class folder names (0, 1, ...). Files with other extensions are ignored.
+Options in a data spec: ``imagefolder:PATH?size=32x32&channels=3&test_fraction=0.2&seed=0``.
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ def _decode_all(paths: list[Path], channels, size) -> np.ndarray:
     for p in paths:
         a = decode_image(p, channels, size, what=str(p))
         if arrays and a.shape != arrays[0].shape:
-            hint = "channels=" if a.shape[2] != arrays[0].shape[2] else "size=(H, W)"
+            hint = "channels=C" if a.shape[2] != arrays[0].shape[2] else "size=HxW"
             raise TinyclError(f"image {p} is {a.shape[0]}x{a.shape[1]}x{a.shape[2]} but {paths[0]} is "
-                              f"{'x'.join(map(str, arrays[0].shape))} (HxWxC); give {hint} to convert")
+                              f"{'x'.join(map(str, arrays[0].shape))} (HxWxC); give {hint} to convert "
+                              f"(--data 'imagefolder:PATH?{hint}', see docs/data.md)")
         arrays.append(a)
     return np.stack(arrays)
 

@@ -11,7 +11,7 @@ def summary(results: dict) -> str:
     """Per-experience accuracy and the totals, as text."""
     rows = []
     for e, acc, log in zip(results["experiences"], results["seen_accuracy"], results["per_experience"]):
-        rows.append([e["id"], ",".join(map(str, e["classes"])), e["train"], f"{100 * acc:.1f}",
+        rows.append([e["id"], ",".join(map(str, e["classes"])), e["train"], "n/a" if acc is None else f"{100 * acc:.1f}",
                      f"{log['seconds']:.1f}", f"{log['train_macs'] / 1e9:.2f}",
                      human_bytes(log["replay_memory_bytes"])])
     t = table(["exp", "classes", "train", "acc seen %", "time s", "GMAC", "replay mem"], rows, "rlrrrrr")
@@ -19,10 +19,12 @@ def summary(results: dict) -> str:
     lines = [t, "",
              f"strategy {results['strategy']}, latent {cfg['latent_layer']} {results['latent_shape']} at "
              f"{results['lr_bits']} bits, {results['replay_capacity']} replays, precision {results['precision']}",
-             f"average accuracy {100 * results['average_accuracy']:.2f}%   forgetting "
+             f"average accuracy {_pct(results['average_accuracy'], '.2f', '%')}   forgetting "
              f"{_pct(results['forgetting'])}   BWT {_pct(results['bwt'])}",
              f"replay memory {results['replay_memory_bytes']['total']:,} bytes; device footprint "
              f"{results['footprint_bytes']['total']:,} bytes"]
+    if results.get("diverged"):
+        lines.append(f"WARNING: {diverged_line(results)}")
     ev = results.get("learning_event")
     if ev:
         lines.append(f"learning event on {ev['target']}: {1e3 * ev['latency_s']:.2f} ms, "
@@ -30,8 +32,15 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _pct(v):
-    return "n/a" if v is None else f"{100 * v:+.2f} pts"
+def diverged_line(results: dict) -> str:
+    """One line saying from which experience the training loss was not finite."""
+    return (f"training diverged: the loss was not finite from experience "
+            f"{results.get('diverged_from_experience')} on; accuracies after it are not meaningful "
+            f"(results.json: \"diverged\": true)")
+
+
+def _pct(v, form: str = "+.2f", unit: str = " pts"):
+    return "n/a" if v is None else f"{100 * v:{form}}{unit}"
 
 
 def plots(results: dict, out_dir: Path) -> list[Path]:
@@ -43,7 +52,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     n = len(results["seen_accuracy"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(range(n), [100 * a for a in results["seen_accuracy"]], "o-k", lw=2, label="all classes seen")
+    ax.plot(range(n), [float("nan") if a is None else 100 * a for a in results["seen_accuracy"]], "o-k", lw=2, label="all classes seen")
     for j, col in enumerate(zip(*results["accuracy_matrix"])):
         pts = [(i, 100 * v) for i, v in enumerate(col) if v is not None]
         if pts:

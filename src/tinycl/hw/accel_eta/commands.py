@@ -5,7 +5,9 @@ The lead's cli.py creates the ``accel`` parser and calls :func:`add_eta_parser` 
 
 from __future__ import annotations
 
-import json
+
+from tinycl.errors import TinyclError
+from tinycl.report import jsonout
 
 from .config import load_array
 from .model import eta_training_step
@@ -28,13 +30,15 @@ def add_eta_parser(accel_subparsers) -> None:
 
 
 def run_eta(args) -> int:
+    if args.batch < 1:
+        raise TinyclError(f"--batch must be >= 1, got {args.batch}")
     from tinycl.models.registry import create
     cfg = load_array(args.target, getattr(args, "device", None))
     model = create(args.model)
     r = eta_training_step(model, model.input_shape, cfg, args.batch)
     r["model"] = args.model
     r["published_gops"] = PUBLISHED_GOPS.get(args.model)
-    print(json.dumps(r, indent=1) if args.json else format_eta(r))
+    print(jsonout.dumps(r, indent=1) if args.json else format_eta(r))
     return 0
 
 

@@ -6,10 +6,16 @@ with its subparsers (``register`` is the same, for callers that pass them direct
 
 from __future__ import annotations
 
-import json
+
+from tinycl.errors import TinyclError
+from tinycl.report import jsonout
 
 
 def run(args) -> int:
+    if args.samples < 0:
+        raise TinyclError(f"--samples must be >= 0, got {args.samples}")
+    if args.replays is not None and args.replays < 0:
+        raise TinyclError(f"--replays must be >= 0, got {args.replays}")
     from tinycl.models.registry import create
 
     from .arch import load_arch
@@ -21,7 +27,7 @@ def run(args) -> int:
     summary = epoch_summary(arch, model, model.input_shape, orders, samples=args.samples, replays=args.replays)
     if args.plot:
         plot_accesses(summary, args.plot)
-    print(json.dumps(summary, indent=2, default=float) if args.json else format_table(summary))
+    print(jsonout.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
 
 
