@@ -1,0 +1,294 @@
+"""A neutral plan of a latent-replay learner for code generation.
+
+A plan is lists of :class:`Op` over numbered tensors (tensor 0 is the input; each op
+writes one new tensor, in execution order). The front works on INT8 codes of one
+sample, the back on FP32 batches. Builders read today's ``QuantizedFront.ops`` and a
+``Network``'s layer tree; a builder from a captured graph can fill the same fields.
+
+Front kinds: ``conv_int8``, ``linear_int8``, ``add_int8``, ``maxpool_int8``,
+``avgpool_int8``, ``gap_int8``, ``clamp_int8``, ``flatten``.
+Back kinds: ``conv2d`` (any kernel, stride, padding, groups: depthwise and pointwise
+included), ``linear``, ``batchnorm``, ``relu``, ``relu6``, ``add``, ``maxpool``,
+``avgpool``, ``gap``, ``flatten``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tinycl.errors import TinyclError
+from tinycl.kernels.macs import conv_out_size
+
+FRONT_KINDS = ("conv_int8", "linear_int8", "add_int8", "maxpool_int8", "avgpool_int8", "gap_int8",
+               "clamp_int8", "flatten")
+BACK_KINDS = ("conv2d", "linear", "batchnorm", "relu", "relu6", "add", "maxpool", "avgpool", "gap", "flatten")
+
+
+@dataclass
+class Op:
+    """One op: ``kind``, input tensor ids, output tensor id, attributes, parameter tensors."""
+
+    kind: str
+    inputs: list[int]
+    output: int
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything the generator needs; shapes are per sample (no batch dimension)."""
+
+    front: list[Op]
+    front_shapes: list[tuple]
+    in_scale: float
+    in_zp: int
+    lat_scale: float
+    lat_zp: int
+    back: list[Op]
+    back_shapes: list[tuple]
+    classes: int
+    bits: int = 8
+    granularity: str = "tensor"
+    q_scale: list = field(default_factory=list)     # float32 values
+    q_zp: list = field(default_factory=list)
+    capacity: int = 0
+    rows: torch.Tensor | None = None                # uint8 (size, row_bytes)
+    labels: torch.Tensor | None = None              # int16 (size,)
+    seen: int = 0
+    rng_state: int = 0
+    rng_inc: int = 1
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    momenta: dict = field(default_factory=dict)     # param key "op.name" -> tensor
+    max_new: int = 8
+    replay_batch: int = 8
+
+    @property
+    def latent_numel(self) -> int:
+        return math.prod(self.back_shapes[0])
+
+    @property
+    def row_bytes(self) -> int:
+        return (self.latent_numel * self.bits + 7) // 8
+
+    def param_keys(self) -> list[str]:
+        return [f"{op.name}.{k}" for op in self.back for k in op.params]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _pool_shape(shape, k, s, p):
+    c, h, w = shape
+    return (c, conv_out_size(h, k[0], s[0], p[0]), conv_out_size(w, k[1], s[1], p[1]))
+
+
+# ----------------------------------------------------------------------------- front
+
+def front_from_quantized(qf, input_shape) -> tuple[list[Op], list[tuple]]:
+    """Ops and tensor shapes of a :class:`tinycl.models.int8_front.QuantizedFront`."""
+    from tinycl.models import int8_front as F8
+    ops, shapes = [], [tuple(input_shape)]
+
+    def new(shape):
+        shapes.append(tuple(shape))
+        return len(shapes) - 1
+
+    def walk(items, t, zp):
+        for it in items:
+            t, zp = one(it, t, zp)
+        return t, zp
+
+    def one(it, t, zp):
+        shape = shapes[t]
+        if isinstance(it, F8._Weighted):
+            p = {"w": it.wq.to(torch.int8), "bias": it.bq.to(torch.int32), "mult": it.mult.to(torch.int32),
+                 "shift": it.shift.to(torch.int32)}
+            a = {"x_zp": int(it.in_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin), "qmax": int(it.qmax)}
+            if it.kind == "conv":
+                k, s, pd, g = tuple(it.wq.shape[2:]), _pair(it.conv["stride"]), _pair(it.conv["padding"]), it.conv["groups"]
+                out = (it.wq.shape[0],) + _pool_shape(shape, k, s, pd)[1:]
+                a.update(kernel=k, stride=s, padding=pd, groups=int(g))
+                o = new(out)
+                ops.append(Op("conv_int8", [t], o, a, p, it.path))
+            else:
+                o = new((it.wq.shape[0],))
+                ops.append(Op("linear_int8", [t], o, a, p, it.path))
+            return o, int(it.out_zp)
+        if isinstance(it, F8._Plain):
+            k = it.kind
+            if k in ("maxpool", "avgpool"):
+                kk, ss, pp = _pair(it.kw["kernel_size"]), _pair(it.kw["stride"]), _pair(it.kw["padding"])
+                a = {"kernel": kk, "stride": ss, "padding": pp, "x_zp": zp,
+                     "include_pad": int(it.kw.get("count_include_pad", True))}
+                o = new(_pool_shape(shape, kk, ss, pp))
+                ops.append(Op(k + "_int8", [t], o, a))
+            elif k == "gap":
+                o = new((shape[0], 1, 1))
+                ops.append(Op("gap_int8", [t], o, {"x_zp": zp}))
+            elif k == "flatten":
+                o = new((math.prod(shape),))
+                ops.append(Op("flatten", [t], o))
+            else:
+                from tinycl.models.int8_front import _act_bounds
+                lo, hi = _act_bounds(k, it.scale, zp)
+                o = new(shape)
+                ops.append(Op("clamp_int8", [t], o, {"qmin": lo, "qmax": hi}))
+            return o, zp
+        if isinstance(it, F8._Res):
+            ta, za = walk(it.body, t, zp)
+            tb, zb = walk(it.shortcut, t, zp)
+            pr = it.params
+            add = [pr["left_shift"], pr["a_mult"], pr["a_shift"], pr["b_mult"], pr["b_shift"], pr["out_mult"],
+                   pr["out_shift"]]
+            o = new(shapes[ta])
+            ops.append(Op("add_int8", [ta, tb], o, {"x_zp": int(it.a_zp), "b_zp": int(it.b_zp),
+                                                    "out_zp": int(it.out_zp), "qmin": int(it.qmin),
+                                                    "qmax": int(it.qmax)},
+                          {"add": torch.tensor(add, dtype=torch.int32)}))
+            return walk(it.post, o, int(it.out_zp))
+        raise TinyclError(f"C export: front op {type(it).__name__} is not supported")
+
+    walk(qf.ops, 0, int(qf.in_zp))
+    return ops, shapes
+
+
+# ----------------------------------------------------------------------------- back
+
+def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple], dict]:
+    """Ops, tensor shapes and BN buffers of a ``Network`` (its layer tree, current weights).
+
+    Refuses (TinyclError, one line) what the C backend cannot run: dropout with p > 0,
+    LeakyReLU, a precision other than fp32.
+    """
+    from tinycl.models import layers as L
+    from tinycl.models.network import Residual, Sequential
+    prec = net.precision
+    if (prec.weights, prec.activations, prec.gradients) != ("fp32", "fp32", "fp32"):
+        raise TinyclError(f"C export: precision {prec.weights} is not supported (only fp32)")
+    ops, shapes = [], [tuple(net.input_shape)]
+
+    def new(shape):
+        shapes.append(tuple(shape))
+        return len(shapes) - 1
+
+    def val(p):
+        return p.value.detach().contiguous().to(torch.float32).clone()
+
+    def walk(layer, t):
+        if isinstance(layer, Sequential):
+            for ch in layer.children:
+                t = walk(ch, t)
+            return t
+        if isinstance(layer, Residual):
+            a = walk(layer.body, t)
+            b = walk(layer.shortcut, t)
+            o = new(shapes[a])
+            ops.append(Op("add", [a, b], o, name=layer.name))
+            return walk(layer.post, o)
+        return leaf(layer, t)
+
+    def leaf(m, t):
+        shape, kind = shapes[t], m.kind
+        params = {k: val(p) for k, p in m.params.items()}
+        if kind == "conv2d":
+            w = params["weight"]
+            k, s, p = tuple(w.shape[2:]), _pair(m.stride), _pair(m.padding)
+            o = new((w.shape[0],) + _pool_shape(shape, k, s, p)[1:])
+            ops.append(Op("conv2d", [t], o, {"kernel": k, "stride": s, "padding": p, "groups": int(m.groups)},
+                          params, m.name))
+        elif kind == "linear":
+            o = new((params["weight"].shape[0],))
+            ops.append(Op("linear", [t], o, {}, params, m.name))
+        elif kind == "batchnorm2d":
+            o = new(shape)
+            a = {"eps": float(m.eps), "momentum": float(m.momentum), "train": bool(train_bn and not m.frozen_stats),
+                 "running_mean": m.buffers["running_mean"].detach().to(torch.float32).clone(),
+                 "running_var": m.buffers["running_var"].detach().to(torch.float32).clone()}
+            ops.append(Op("batchnorm", [t], o, a, params, m.name))
+        elif kind in ("relu", "relu6"):
+            o = new(shape)
+            ops.append(Op(kind, [t], o, name=m.name))
+        elif kind in ("maxpool2d", "avgpool2d"):
+            kk, ss, pp = _pair(m.kernel), _pair(m.stride), _pair(m.padding)
+            o = new(_pool_shape(shape, kk, ss, pp))
+            ops.append(Op(kind[:-2], [t], o, {"kernel": kk, "stride": ss, "padding": pp}, name=m.name))
+        elif kind == "global_avgpool":
+            o = new((shape[0], 1, 1))
+            ops.append(Op("gap", [t], o, name=m.name))
+        elif kind == "flatten":
+            o = new((math.prod(shape),))
+            ops.append(Op("flatten", [t], o, name=m.name))
+        elif kind == "identity" or (kind == "dropout" and m.p == 0):
+            return t
+        else:
+            what = f"{kind} (p={m.p})" if kind == "dropout" else kind
+            raise TinyclError(f"C export: back layer '{m.name}' of kind {what} is not supported; "
+                              f"supported: {', '.join(BACK_KINDS)}")
+        return o
+
+    walk(net.root, 0)
+    if not ops:
+        raise TinyclError("C export: the back has no layers")
+    return ops, shapes
+
+
+def check_plan(plan: Plan) -> None:
+    """One-line TinyclError for what the C backend cannot generate."""
+    for op in plan.front:
+        if op.kind not in FRONT_KINDS:
+            raise TinyclError(f"C export: front op kind {op.kind!r} is not supported")
+    for op in plan.back:
+        if op.kind not in BACK_KINDS:
+            raise TinyclError(f"C export: back op kind {op.kind!r} is not supported")
+    if not isinstance(plan.bits, int) or not 1 <= plan.bits <= 8:
+        raise TinyclError(f"C export: latent format {plan.bits!r} is not supported (integer 1..8 bits)")
+    if plan.front_shapes[-1] != plan.back_shapes[0]:
+        raise TinyclError(f"C export: front output {plan.front_shapes[-1]} differs from back input "
+                          f"{plan.back_shapes[0]}")
+    if plan.back_shapes[-1] != (plan.classes,):
+        raise TinyclError(f"C export: back output {plan.back_shapes[-1]} is not ({plan.classes},) logits")
+    if plan.max_new < 1 or plan.replay_batch < 0 or plan.capacity < 1:
+        raise TinyclError("C export: max_new >= 1, replay_batch >= 0 and capacity >= 1 are required")
+
+
+def build_plan(qfront, input_shape, net, classes: int, memory=None, optimizer=None, rng=None,
+               max_new: int = 8, replay_batch: int = 8, train_bn: bool = True) -> Plan:
+    """A plan from a QuantizedFront, a back Network, a reservoir ReplayMemory (or None,
+    then ``capacity`` must be set on the plan), an SGD optimizer and a Pcg32."""
+    from tinycl.numerics.rng import Pcg32
+    front, fshapes = front_from_quantized(qfront, input_shape)
+    back, bshapes = back_from_network(net, train_bn)
+    rng = rng or Pcg32(0)
+    plan = Plan(front, fshapes, float(qfront.in_scale), int(qfront.in_zp), float(qfront.out_scale),
+                int(qfront.out_zp), back, bshapes, int(classes), max_new=int(max_new),
+                replay_batch=int(replay_batch), rng_state=rng.state, rng_inc=rng.inc)
+    if memory is not None:
+        if memory.policy != "reservoir":
+            raise TinyclError(f"C export: replay policy {memory.policy!r} is not supported (supported: reservoir)")
+        q = memory.quantizer
+        if q.is_float or not q.fitted:
+            raise TinyclError(f"C export: latent format {q.bits!r} is not supported (integer 1..8 bits)")
+        sd = memory.state_dict()
+        plan.bits, plan.granularity = int(q.bits), q.granularity
+        plan.q_scale, plan.q_zp = q.scale.tolist(), q.zero_point.tolist()
+        plan.capacity, plan.seen = int(memory.capacity), int(sd["seen"])
+        if sd["size"] and tuple(sd["sample_shape"]) != bshapes[0]:
+            raise TinyclError(f"C export: replay samples {tuple(sd['sample_shape'])} differ from latents {bshapes[0]}")
+        plan.rows, plan.labels = sd["rows"].clone(), sd["labels"].clone()
+    if optimizer is not None:
+        if getattr(optimizer, "nesterov", False) or getattr(optimizer, "dampening", 0):
+            raise TinyclError("C export: optimizer with Nesterov or dampening is not supported (plain SGD + momentum)")
+        plan.lr, plan.momentum = float(optimizer.lr), float(optimizer.momentum)
+        plan.weight_decay = float(optimizer.weight_decay)
+        keys = {f"{op.name}.{k}": op.params[k] for op in back for k in op.params}
+        plan.momenta = {k: v.detach().contiguous().to(torch.float32).clone()
+                        for k, v in optimizer.state.items() if k in keys}
+    return plan
