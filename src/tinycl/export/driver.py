@@ -31,7 +31,7 @@ def build_driver(out_dir: Path, cc: str = "gcc") -> Path:
 def call(exe: Path, op: str, ints: list[int], arrays: list[torch.Tensor]) -> list[torch.Tensor]:
     """Run one kernel; returns its output arrays as float32 tensors (raw bits)."""
     ints = list(ints) + [0] * (16 - len(ints))
-    data = struct.pack("<ii", OPS[op], len(ints)) + struct.pack(f"<{len(ints)}i", *ints)
+    data = struct.pack("<ii", OPS[op], len(ints)) + struct.pack(f"<{len(ints)}I", *[v & 0xFFFFFFFF for v in ints])
     data += struct.pack("<i", len(arrays))
     for a in arrays:
         a = a.detach().to(torch.float32).contiguous().reshape(-1)

@@ -5,7 +5,6 @@
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
 int main(int argc, char **argv);
 int tc_semihost(int op, void *arg);
-void SysTick_Handler(void);
 void Reset_Handler(void);
 void Fault_Handler(void);
 
@@ -32,5 +31,5 @@ void Reset_Handler(void)
 __attribute__((section(".isr_vector"), used))
 void (*const tc_vectors[16])(void) = {
     (void (*)(void))(uintptr_t)&_estack, Reset_Handler, Fault_Handler, Fault_Handler, Fault_Handler,
-    Fault_Handler, Fault_Handler, 0, 0, 0, 0, Fault_Handler, Fault_Handler, 0, Fault_Handler, SysTick_Handler,
+    Fault_Handler, Fault_Handler, 0, 0, 0, 0, Fault_Handler, Fault_Handler, 0, Fault_Handler, Fault_Handler,
 };
