@@ -18,22 +18,24 @@ void tc_conv_fwd(const tc_conv *g, int n, const float *x, const float *wt, const
         float *ys = y + (size_t)s * g->cout * g->ho * g->wo;
         for (co = 0; co < g->cout; co++) {
             const float *wc = wt + (size_t)co * cg * g->kh * g->kw;
-            int c0 = (co / og) * cg;
-            for (oh = 0; oh < g->ho; oh++)
+            const float *xg = xs + (size_t)(co / og) * cg * g->h * g->w;
+            for (oh = 0; oh < g->ho; oh++) {
+                int top = oh * g->sh - g->ph;
+                int i0 = top < 0 ? -top : 0, i1 = g->h - top < g->kh ? g->h - top : g->kh;
                 for (ow = 0; ow < g->wo; ow++) {
+                    int left = ow * g->sw - g->pw;
+                    int j0 = left < 0 ? -left : 0, j1 = g->w - left < g->kw ? g->w - left : g->kw;
                     float acc = 0.0f;
                     for (ci = 0; ci < cg; ci++)
-                        for (i = 0; i < g->kh; i++) {
-                            int ih = oh * g->sh - g->ph + i;
-                            if (ih < 0 || ih >= g->h) continue;
-                            for (j = 0; j < g->kw; j++) {
-                                int iw = ow * g->sw - g->pw + j;
-                                if (iw < 0 || iw >= g->w) continue;
-                                acc = acc + wc[((size_t)ci * g->kh + i) * g->kw + j] * AT4(xs, c0 + ci, ih, iw, g->h, g->w);
-                            }
+                        for (i = i0; i < i1; i++) {   /* k = (ci, i, j) ascending, padding skipped */
+                            const float *xr = xg + ((size_t)ci * g->h + top + i) * g->w + left;
+                            const float *wr = wc + ((size_t)ci * g->kh + i) * g->kw;
+                            for (j = j0; j < j1; j++)
+                                acc = acc + wr[j] * xr[j];
                         }
                     AT4(ys, co, oh, ow, g->ho, g->wo) = b ? acc + b[co] : acc;
                 }
+            }
         }
     }
 }

@@ -38,24 +38,25 @@ void tc_conv_int8(const tc_conv *g, const int8_t *x, int32_t x_zp, const int8_t 
     int co, oh, ow, ci, i, j;
     for (co = 0; co < g->cout; co++) {
         const int8_t *wc = wt + (size_t)co * cg * g->kh * g->kw;
-        int c0 = (co / og) * cg;
-        for (oh = 0; oh < g->ho; oh++)
+        const int8_t *xg = x + (size_t)(co / og) * cg * g->h * g->w;
+        for (oh = 0; oh < g->ho; oh++) {
+            int top = oh * g->sh - g->ph;
+            int i0 = top < 0 ? -top : 0, i1 = g->h - top < g->kh ? g->h - top : g->kh;
             for (ow = 0; ow < g->wo; ow++) {
+                int left = ow * g->sw - g->pw;
+                int j0 = left < 0 ? -left : 0, j1 = g->w - left < g->kw ? g->w - left : g->kw;
                 int32_t acc = bias ? bias[co] : 0;
                 for (ci = 0; ci < cg; ci++)
-                    for (i = 0; i < g->kh; i++) {
-                        int ih = oh * g->sh - g->ph + i;
-                        if (ih < 0 || ih >= g->h) continue;
-                        for (j = 0; j < g->kw; j++) {
-                            int iw = ow * g->sw - g->pw + j;
-                            if (iw < 0 || iw >= g->w) continue;
-                            acc += ((int32_t)x[((size_t)(c0 + ci) * g->h + ih) * g->w + iw] - x_zp)
-                                   * (int32_t)wc[((size_t)ci * g->kh + i) * g->kw + j];
-                        }
+                    for (i = i0; i < i1; i++) {  /* taps inside the image; padding adds 0 */
+                        const int8_t *xr = xg + ((size_t)ci * g->h + top + i) * g->w + left;
+                        const int8_t *wr = wc + ((size_t)ci * g->kh + i) * g->kw;
+                        for (j = j0; j < j1; j++)
+                            acc += ((int32_t)xr[j] - x_zp) * (int32_t)wr[j];
                     }
                 y[((size_t)co * g->ho + oh) * g->wo + ow] =
                     (int8_t)clampi((int64_t)tc_mbqm(acc, mult[co], shift[co]) + out_zp, qmin, qmax);
             }
+        }
     }
 }
 
