@@ -3,7 +3,7 @@
 Blocks, each rounded up to 8 bytes, with ``B = max_new + replay_batch``:
 front tensors (1 byte per value, one sample), the last event's latent codes
 (``max_new`` samples), back activations and gradients (4 bytes per value, B samples;
-no gradient for the latent input), one scratch gradient of the largest tensor,
+no gradient for the latent input), one scratch gradient of the largest other tensor,
 parameter gradients, BN batch statistics (mean and 1/std per channel), batch labels
 (int32), replay indices (int32 per slot), one row of codes, one flag per back tensor.
 """
@@ -30,7 +30,7 @@ def arena_blocks(plan: Plan) -> dict[str, int]:
         "front_tensors": sum(_a8(v) for v in fn),
         "latent_codes": _a8(plan.max_new * bn[0]),
         "activations": sum(_a8(B * v * 4) for v in bn),
-        "gradients": sum(_a8(B * v * 4) for v in bn[1:]) + _a8(B * max(bn) * 4),
+        "gradients": sum(_a8(B * v * 4) for v in bn[1:]) + _a8(B * max(bn[1:]) * 4),
         "param_gradients": sum(_a8(4 * v) for v in params),
         "bn_stats": sum(_a8(8 * c) for c in bns),
         "labels_indices_codes": _a8(4 * B) + _a8(4 * plan.capacity) + _a8(bn[0]) + _a8(len(bn)),

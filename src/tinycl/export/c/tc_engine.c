@@ -1,7 +1,8 @@
 /* The learner: INT8 front per sample, latent quantizer, packed replay memory with
  * reservoir replacement, FP32 back trained by SGD; all buffers carved from one arena.
  * Arena order (export/planner.py mirrors it): front tensors, latent codes, back
- * activations, back gradients, a scratch gradient, parameter gradients, BN batch
+ * activations, back gradients, a scratch gradient (largest tensor but the
+ * input), parameter gradients, BN batch
  * statistics, batch labels, replay indices, one row of codes, gradient flags;
  * every block rounded up to 8 bytes. */
 #include <string.h>
@@ -20,7 +21,7 @@ static size_t walk(const tc_model *m, tc_ctx *c, char *base)
     TAKE(c->latcodes, int8_t *, (size_t)m->max_new * m->bnumel[0]);
     for (t = 0; t < m->n_bt; t++) TAKE(c->act[t], float *, (size_t)B * m->bnumel[t] * 4);
     for (t = 1; t < m->n_bt; t++) TAKE(c->grad[t], float *, (size_t)B * m->bnumel[t] * 4);
-    for (t = 0; t < m->n_bt; t++) if ((size_t)m->bnumel[t] > big) big = (size_t)m->bnumel[t];
+    for (t = 1; t < m->n_bt; t++) if ((size_t)m->bnumel[t] > big) big = (size_t)m->bnumel[t];
     TAKE(c->tmp, float *, (size_t)B * big * 4);
     for (t = 0; t < m->n_params; t++) TAKE(c->pgrad[t], float *, (size_t)m->params[t].numel * 4);
     for (t = 0; t < m->n_bn; t++) TAKE(c->bnsave[t], float *, (size_t)m->bns[t].c * 8);
