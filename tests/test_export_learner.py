@@ -30,8 +30,9 @@ from tinycl.numerics.rng import Pcg32
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
                                reason="host gcc or make not found")
 # status codes of the test program's bad-argument checks (export/c/main.c):
-# learn before init, arena too small, init, null pointer, label out of range, n = 0, predict(NULL)
-STATUS_CHECKS = [-5, -3, 0, -1, -2, -4, -1]
+# learn before init, arena too small, init, null pointer, label out of range, n = 0, predict(NULL),
+# experience -1
+STATUS_CHECKS = [-5, -3, 0, -1, -2, -4, -1, -6]
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +45,21 @@ def _inputs(bb, ds, idx):
     return B.to_input(ds.train.x[idx], bb["mean"], bb["std"])
 
 
-def _learner(front, back, bb, ds, bits, granularity, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0):
-    """Plan + front + events + test inputs: INT8 front calibrated on real images, a reservoir
+def _learner(front, back, bb, ds, bits, granularity, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0,
+             policy="reservoir", quantize_new=False):
+    """Plan + front + events + test inputs: INT8 front calibrated on real images, a replay
     memory holding ``fill`` latents, a back that already took one SGD step (non-zero momenta)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(ds.train.x), generator=g)
     qf = quantize_front(front, _inputs(bb, ds, perm[:64]))
     lat = qf(_inputs(bb, ds, perm[64:64 + fill + 8]))
-    mem = ReplayMemory(capacity, LatentQuantizer(bits, granularity).fit(lat), "reservoir", seed=seed)
+    mem = ReplayMemory(capacity, LatentQuantizer(bits, granularity).fit(lat), policy, seed=seed)
     mem.add(lat[:fill], ds.train.y[perm[64:64 + fill]], 0)
     net = from_torch(back, tuple(lat.shape[1:])).train()
     opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
     net.train_step(lat[fill:fill + 8], ds.train.y[perm[64 + fill:64 + fill + 8]], opt)
     plan = build_plan(qf, tuple(ds.train.x.shape[1:]), net, len(ds.classes), mem, opt, Pcg32(seed, 7),
-                      max_new=max_new, replay_batch=replay_batch)
+                      max_new=max_new, replay_batch=replay_batch, quantize_new=quantize_new)
     events, at = [], 200
     for n in (max_new, 1, max_new - 1, max_new):  # the memory fills up during the second event
         idx = perm[at:at + n]
@@ -66,11 +68,11 @@ def _learner(front, back, bb, ds, bits, granularity, capacity=24, fill=20, max_n
     return plan, qf, events, B.to_input(ds.test.x[:3], bb["mean"], bb["std"])
 
 
-def resnet8(data, latent_layer, bits=8, granularity="tensor"):
+def resnet8(data, latent_layer, bits=8, granularity="tensor", **kw):
     bb, ds = data
     model = B.build_model(bb)
     cut = split_points(model).index(latent_layer) + 1
-    return _learner(model[:cut].eval(), model[cut:].eval(), bb, ds, bits, granularity)
+    return _learner(model[:cut].eval(), model[cut:].eval(), bb, ds, bits, granularity, **kw)
 
 
 def user_model(data):
@@ -105,22 +107,24 @@ def vector_model(data):
     return _learner(front, back, bb, ds, 6, "tensor")
 
 
-def run_reference(plan, qf, events, tests):
+def run_reference(plan, qf, events, tests, experiences=None):
     ref = Reference(plan, qf)
     outs = []
-    for x, y in events:
+    for i, (x, y) in enumerate(events):
+        ref.set_experience(experiences[i] if experiences else 0)
         r = ref.learn(x, y)
         outs.append({"latents": r["latents"].reshape(-1), "loss": r["loss"].reshape(1), "rows": ref.rows.clone(),
-                     "labels": ref.labels.clone(), "size": ref.size, "seen": ref.seen, "rng": ref.rng.state,
+                     "labels": ref.labels.clone(), "exps": ref.exps.clone(), "size": ref.size, "seen": ref.seen,
+                     "cur": (ref.cur_exp, ref.cur_seen), "rng": ref.rng.state,
                      "params": {k: v.clone() for k, v in ref.params.items()},
                      "momenta": {k: v.clone() for k, v in ref.momenta.items()},
                      "bn": [(rm.clone(), rv.clone()) for _, (rm, rv) in sorted(ref.bn.items())]})
     return outs, ref.logits(tests)
 
 
-def run_c(plan, events, tests, out_dir, target="host"):
+def run_c(plan, events, tests, out_dir, target="host", experiences=None):
     proj = generate(plan, out_dir)
-    write_input(proj / "in.bin", events, tests)
+    write_input(proj / "in.bin", events, tests, experiences)
     for step in ((target,), ("run-" + target,)):
         subprocess.run(["make", "-s", *step], cwd=proj, check=True, capture_output=True, timeout=300)
     return read_output(proj / "out.bin", plan, [x.shape[0] for x, _ in events], tests.shape[0]), proj
@@ -136,11 +140,13 @@ def assert_same(c, ref_outs, ref_logits, plan):
     assert c["status_checks"] == STATUS_CHECKS
     for i, (e, r) in enumerate(zip(c["events"], ref_outs)):
         where = f"event {i}"
-        assert e["status"] == 0, where
+        assert e["status"] == 0 and e["exp_status"] == 0, where
         assert torch.equal(e["latents"], r["latents"].to(torch.int8)), f"{where}: INT8 latents"
         assert torch.equal(e["rows"], r["rows"]), f"{where}: packed replay memory"
         assert torch.equal(e["labels"], r["labels"]), f"{where}: replay labels"
-        assert (e["size"], e["seen"], e["rng"]) == (r["size"], r["seen"], r["rng"]), f"{where}: counters, rng"
+        assert torch.equal(e["exps"], r["exps"]), f"{where}: replay experience ids"
+        assert (e["size"], e["seen"], (e["cur_exp"], e["cur_seen"]), e["rng"]) == (
+            r["size"], r["seen"], r["cur"], r["rng"]), f"{where}: counters, rng"
         assert torch.equal(bits(e["loss"].reshape(1)), bits(r["loss"])), f"{where}: loss"
         for k in r["params"]:
             assert torch.equal(bits(e["params"][k]), bits(r["params"][k])), f"{where}: weight {k}"
@@ -166,6 +172,24 @@ def test_resnet8_block3_1_host_bit_exact(resnet8_block3, tmp_path):
     c, _ = run_c(plan, events, tests, tmp_path / "proj")
     assert_same(c, outs, logits, plan)
     assert outs[-1]["size"] == plan.capacity and outs[-1]["seen"] > plan.capacity  # replacements happened
+
+
+@needs_gcc
+def test_resnet8_ar1_and_quantized_new_latents_host_bit_exact(data, tmp_path):
+    """AR1* replacement over experiences 1, 1, 2, 2 after experience 0 (quotas 12 then 8 of
+    24 slots), training on new latents through the quantizer (lr_quantize_new)."""
+    plan, qf, events, tests = resnet8(data, "block3_1", policy="ar1", quantize_new=True)
+    assert plan.policy == "ar1" and plan.cur_exp == 0 and plan.quantize_new
+    exps = [1, 1, 2, 2]
+    outs, logits = run_reference(plan, qf, events, tests, exps)
+    assert sorted(set(outs[-1]["exps"].tolist())) == [0, 1, 2]
+    c, _ = run_c(plan, events, tests, tmp_path / "proj", experiences=exps)
+    assert_same(c, outs, logits, plan)
+    bad = Reference(plan, qf)
+    bad.set_experience(2)
+    bad.learn(*events[1])
+    with pytest.raises(TinyclError, match="experience"):  # ar1 ids must not decrease
+        bad.set_experience(1)
 
 
 @needs_gcc
@@ -219,9 +243,9 @@ def test_refuses_unsupported_with_one_line(data, resnet8_block3, tmp_path):
         with pytest.raises(TinyclError, match=what) as e:
             build_plan(qf, (3, 32, 32), net, 10)
         assert "\n" not in str(e.value)
-    mem = ReplayMemory(4, LatentQuantizer(8).fit(lat), "ar1")
+    mem = ReplayMemory(4, LatentQuantizer(8).fit(lat), "class_balanced")
     net = from_torch(nn.Sequential(nn.Linear(8, 10)), (8,))
-    with pytest.raises(TinyclError, match="policy 'ar1'"):
+    with pytest.raises(TinyclError, match="policy 'class_balanced'"):
         build_plan(qf, (3, 32, 32), net, 10, mem)
     mem = ReplayMemory(4, LatentQuantizer("fp16").fit(lat), "reservoir")
     with pytest.raises(TinyclError, match="latent format 'fp16'"):

@@ -112,10 +112,13 @@ def _memory(plan: Plan) -> str:
     size = 0 if plan.rows is None else int(plan.rows.shape[0])
     rows = plan.rows.reshape(-1) if size else []
     labels = plan.labels.reshape(-1) if size else []
+    exps = plan.exps.reshape(-1) if size and plan.exps is not None else [0] * size
     return (_arr("float", "QSCALE", plan.q_scale) + _arr("float", "QZP", plan.q_zp)
             + _arr("uint8_t", "ROWS", rows, const=False, size=plan.capacity * plan.row_bytes)
             + _arr("int16_t", "LABELS", labels, const=False, size=plan.capacity)
-            + f"static int32_t SIZE = {size}, SEEN = {plan.seen};\n"
+            + _arr("int16_t", "EXPS", exps, const=False, size=plan.capacity)
+            + f"static int32_t SIZE = {size}, SEEN = {plan.seen}, CUR_EXP = {plan.cur_exp}, "
+            f"CUR_SEEN = {plan.cur_seen}, EXPERIENCE = {plan.experience};\n"
             + f"static tc_rng RNG = {{{plan.rng_state}ULL, {plan.rng_inc}ULL}};\n")
 
 
@@ -141,7 +144,9 @@ static const tc_model MODEL = {{
   .replay_batch = {plan.replay_batch}, .lr = {f32(plan.lr)}, .momentum = {f32(plan.momentum)},
   .wd = {f32(plan.weight_decay)}, .bits = {plan.bits}, .per_channel = {int(plan.granularity == 'channel')},
   .lat_hw = {hw}, .qscale = QSCALE, .qzp = QZP, .capacity = {plan.capacity}, .row_bytes = {plan.row_bytes},
-  .rows = ROWS, .labels = LABELS, .size = &SIZE, .seen = &SEEN, .rng = &RNG,
+  .policy = {int(plan.policy == 'ar1')}, .quantize_new = {int(plan.quantize_new)},
+  .rows = ROWS, .labels = LABELS, .exps = EXPS, .size = &SIZE, .seen = &SEEN, .cur_exp = &CUR_EXP,
+  .cur_seen = &CUR_SEEN, .experience = &EXPERIENCE, .rng = &RNG,
 }};
 
 static tc_ctx CTX;
@@ -154,6 +159,7 @@ int tinycl_init(void *arena, size_t size) {{ return tc_init(&MODEL, &CTX, FT, AC
 int tinycl_learn(const float *x, const int32_t *labels, int n) {{ return tc_learn(&MODEL, &CTX, x, labels, n, &LAST_LOSS); }}
 int tinycl_predict(const float *x, int32_t *cls) {{ return tc_predict(&MODEL, &CTX, x, cls); }}
 int tinycl_logits(const float *x, float *logits) {{ return tc_logits(&MODEL, &CTX, x, logits); }}
+int tinycl_set_experience(int32_t e) {{ return tc_set_experience(&MODEL, e); }}
 
 void tinycl_dump(void (*put)(const void *, size_t), int n)
 {{
@@ -162,8 +168,11 @@ void tinycl_dump(void (*put)(const void *, size_t), int n)
   put(CTX.latcodes, (size_t)n * {plan.latent_numel});
   put(ROWS, sizeof ROWS);
   put(LABELS, sizeof LABELS);
+  put(EXPS, sizeof EXPS);
   put(&SIZE, 4);
   put(&SEEN, 4);
+  put(&CUR_EXP, 4);
+  put(&CUR_SEEN, 4);
   put(&RNG.state, 8);
   for (i = 0; i < MODEL.n_params; i++) {{
     put(PARAMS[i].value, (size_t)PARAMS[i].numel * 4);
@@ -198,6 +207,7 @@ int tinycl_init(void *arena, size_t size);
 int tinycl_learn(const float *x, const int32_t *labels, int n);
 int tinycl_predict(const float *x, int32_t *cls);
 int tinycl_logits(const float *x, float *logits);
+int tinycl_set_experience(int32_t e);   /* experience id of the next events (ar1 policy) */
 void tinycl_dump(void (*put)(const void *, size_t), int n);
 #endif
 """
@@ -257,12 +267,14 @@ def generate(plan: Plan, out_dir: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- test program files
 
-def write_input(path, events, tests) -> None:
-    """Input file: int32 events; per event int32 n, n*input float32, n int32 labels; int32 m; m inputs."""
+def write_input(path, events, tests, experiences=None) -> None:
+    """Input file: int32 events; per event int32 experience, int32 n, n*input float32, n int32
+    labels; int32 m; m inputs. ``experiences`` defaults to 0 for every event."""
+    experiences = experiences or [0] * len(events)
     with open(path, "wb") as f:
         f.write(struct.pack("<i", len(events)))
-        for x, y in events:
-            f.write(struct.pack("<i", x.shape[0]))
+        for (x, y), e in zip(events, experiences):
+            f.write(struct.pack("<ii", e, x.shape[0]))
             f.write(x.to(torch.float32).contiguous().numpy().tobytes())
             f.write(y.to(torch.int32).contiguous().numpy().tobytes())
         f.write(struct.pack("<i", tests.shape[0]))
@@ -294,15 +306,16 @@ class _Reader:
 def read_output(path, plan: Plan, events_n: list[int], tests: int) -> dict:
     """Parse the test program's output (see export/c/main.c)."""
     r = _Reader(Path(path).read_bytes())
-    out = {"calib_ticks": r.u64(), "arena_need": r.i32(), "status_checks": [r.i32() for _ in range(7)], "events": []}
+    out = {"calib_ticks": r.u64(), "arena_need": r.i32(), "status_checks": [r.i32() for _ in range(8)], "events": []}
     keys = [(f"{op.name}.{k}", v.numel()) for op in plan.back for k, v in op.params.items()]
     nbn = [op.attrs["running_mean"].numel() for op in plan.back if op.kind == "batchnorm"]
     for n in events_n:
-        ev = {"status": r.i32(), "ticks": r.u64(), "loss": r.tensor(torch.float32, 1)[0]}
+        ev = {"exp_status": r.i32(), "status": r.i32(), "ticks": r.u64(), "loss": r.tensor(torch.float32, 1)[0]}
         ev["latents"] = r.tensor(torch.int8, n * plan.latent_numel)
         ev["rows"] = r.tensor(torch.uint8, plan.capacity * plan.row_bytes).view(plan.capacity, plan.row_bytes)
         ev["labels"] = r.tensor(torch.int16, plan.capacity)
-        ev["size"], ev["seen"], ev["rng"] = r.i32(), r.i32(), r.u64()
+        ev["exps"] = r.tensor(torch.int16, plan.capacity)
+        ev["size"], ev["seen"], ev["cur_exp"], ev["cur_seen"], ev["rng"] = r.i32(), r.i32(), r.i32(), r.i32(), r.u64()
         ev["params"], ev["momenta"] = {}, {}
         for k, n_el in keys:
             ev["params"][k] = r.tensor(torch.float32, n_el)

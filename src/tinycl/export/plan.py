@@ -24,6 +24,7 @@ from tinycl.kernels.macs import conv_out_size
 
 FRONT_KINDS = ("conv_int8", "linear_int8", "add_int8", "maxpool_int8", "avgpool_int8", "gap_int8",
                "clamp_int8", "flatten")
+POLICIES = ("reservoir", "ar1")
 BACK_KINDS = ("conv2d", "linear", "batchnorm", "relu", "relu6", "add", "maxpool", "avgpool", "gap", "flatten")
 
 
@@ -59,6 +60,12 @@ class Plan:
     capacity: int = 0
     rows: torch.Tensor | None = None                # uint8 (size, row_bytes)
     labels: torch.Tensor | None = None              # int16 (size,)
+    exps: torch.Tensor | None = None                # int16 (size,) experience ids
+    policy: str = "reservoir"                       # or "ar1"
+    cur_exp: int = -1                               # ar1: the memory's current experience
+    cur_seen: int = 0                               # ar1: samples offered in it
+    experience: int = 0                             # experience id of the next events
+    quantize_new: bool = False                      # train on new latents through the quantizer
     seen: int = 0
     rng_state: int = 0
     rng_inc: int = 1
@@ -255,24 +262,29 @@ def check_plan(plan: Plan) -> None:
                           f"{plan.back_shapes[0]}")
     if plan.back_shapes[-1] != (plan.classes,):
         raise TinyclError(f"C export: back output {plan.back_shapes[-1]} is not ({plan.classes},) logits")
+    if plan.policy not in POLICIES:
+        raise TinyclError(f"C export: replay policy {plan.policy!r} is not supported (supported: {', '.join(POLICIES)})")
     if plan.max_new < 1 or plan.replay_batch < 0 or plan.capacity < 1:
         raise TinyclError("C export: max_new >= 1, replay_batch >= 0 and capacity >= 1 are required")
 
 
 def build_plan(qfront, input_shape, net, classes: int, memory=None, optimizer=None, rng=None,
-               max_new: int = 8, replay_batch: int = 8, train_bn: bool = True) -> Plan:
-    """A plan from a QuantizedFront, a back Network, a reservoir ReplayMemory (or None,
-    then ``capacity`` must be set on the plan), an SGD optimizer and a Pcg32."""
+               max_new: int = 8, replay_batch: int = 8, train_bn: bool = True, quantize_new: bool = False) -> Plan:
+    """A plan from a QuantizedFront, a back Network, a ReplayMemory with policy "reservoir" or
+    "ar1" (or None, then set ``capacity`` and the quantizer fields on the plan), an SGD
+    optimizer and a Pcg32. ``quantize_new``: train on new latents through the replay
+    quantizer (the runner's ``lr_quantize_new``)."""
     from tinycl.numerics.rng import Pcg32
     front, fshapes = front_from_quantized(qfront, input_shape)
     back, bshapes = back_from_network(net, train_bn)
     rng = rng or Pcg32(0)
     plan = Plan(front, fshapes, float(qfront.in_scale), int(qfront.in_zp), float(qfront.out_scale),
                 int(qfront.out_zp), back, bshapes, int(classes), max_new=int(max_new),
-                replay_batch=int(replay_batch), rng_state=rng.state, rng_inc=rng.inc)
+                replay_batch=int(replay_batch), rng_state=rng.state, rng_inc=rng.inc, quantize_new=bool(quantize_new))
     if memory is not None:
-        if memory.policy != "reservoir":
-            raise TinyclError(f"C export: replay policy {memory.policy!r} is not supported (supported: reservoir)")
+        if memory.policy not in POLICIES:
+            raise TinyclError(f"C export: replay policy {memory.policy!r} is not supported "
+                              f"(supported: {', '.join(POLICIES)})")
         q = memory.quantizer
         if q.is_float or not q.fitted:
             raise TinyclError(f"C export: latent format {q.bits!r} is not supported (integer 1..8 bits)")
@@ -282,7 +294,9 @@ def build_plan(qfront, input_shape, net, classes: int, memory=None, optimizer=No
         plan.capacity, plan.seen = int(memory.capacity), int(sd["seen"])
         if sd["size"] and tuple(sd["sample_shape"]) != bshapes[0]:
             raise TinyclError(f"C export: replay samples {tuple(sd['sample_shape'])} differ from latents {bshapes[0]}")
-        plan.rows, plan.labels = sd["rows"].clone(), sd["labels"].clone()
+        plan.rows, plan.labels, plan.exps = sd["rows"].clone(), sd["labels"].clone(), sd["experiences"].clone()
+        plan.policy, plan.cur_exp, plan.cur_seen = memory.policy, int(sd["cur_exp"]), int(sd["cur_seen"])
+        plan.experience = max(plan.cur_exp, 0)
     if optimizer is not None:
         if getattr(optimizer, "nesterov", False) or getattr(optimizer, "dampening", 0):
             raise TinyclError("C export: optimizer with Nesterov or dampening is not supported (plain SGD + momentum)")

@@ -5,7 +5,8 @@ front tensors (1 byte per value, one sample), the last event's latent codes
 (``max_new`` samples), back activations and gradients (4 bytes per value, B samples;
 no gradient for the latent input), one scratch gradient of the largest other tensor,
 parameter gradients, BN batch statistics (mean and 1/std per channel), batch labels
-(int32), replay indices (int32 per slot), one row of codes, one flag per back tensor.
+(int32), two lists of replay slots (int32 per slot), one row of codes, one flag per back
+tensor.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def arena_blocks(plan: Plan) -> dict[str, int]:
         "gradients": sum(_a8(B * v * 4) for v in bn[1:]) + _a8(B * max(bn[1:]) * 4),
         "param_gradients": sum(_a8(4 * v) for v in params),
         "bn_stats": sum(_a8(8 * c) for c in bns),
-        "labels_indices_codes": _a8(4 * B) + _a8(4 * plan.capacity) + _a8(bn[0]) + _a8(len(bn)),
+        "labels_indices_codes": _a8(4 * B) + 2 * _a8(4 * plan.capacity) + _a8(bn[0]) + _a8(len(bn)),
     }
 
 
@@ -44,10 +45,10 @@ def arena_bytes(plan: Plan) -> int:
 
 def state_bytes(plan: Plan) -> dict[str, int]:
     """Bytes of the learner's state outside the arena: back weights and momenta (RAM),
-    replay memory rows, labels and counters (RAM), front weights (flash, const)."""
+    replay memory rows, labels, experience ids and counters (RAM), front weights (flash, const)."""
     back = sum(v.numel() for op in plan.back for v in op.params.values())
     bnrun = sum(2 * op.params["weight"].numel() for op in plan.back if op.kind == "batchnorm")
     front = sum(v.numel() * v.element_size() for op in plan.front for v in op.params.values())
     return {"back_weights": 4 * back, "momenta": 4 * back, "bn_running": 4 * bnrun,
-            "replay_rows": plan.capacity * plan.row_bytes, "replay_labels": 2 * plan.capacity,
+            "replay_rows": plan.capacity * plan.row_bytes, "replay_labels_experiences": 4 * plan.capacity,
             "front_const": front}

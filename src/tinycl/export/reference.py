@@ -10,10 +10,18 @@ One event (``Reference.learn``; the C is ``tc_learn`` in export/c/tc_engine.c):
    samples followed by the replays;
 3. forward, mean softmax cross-entropy, backward and SGD with momentum on the back, in
    the fixed summation order of :mod:`tinycl.export.ref`;
-4. the replay memory offered each new sample in turn, reservoir sampling (Algorithm R,
-   as the ``"reservoir"`` policy of cl/memory.py): a free slot while there is one,
-   else slot ``j = below(seen + 1)`` when ``j < capacity``; the float latent is
-   encoded (``LatentQuantizer.encode``) and packed (``pack_rows``) into the slot.
+4. the replay memory offered each new sample in turn, with the policy of cl/memory.py
+   re-implemented on the shared PCG32:
+   - ``"reservoir"`` (Algorithm R): a free slot while there is one, else slot
+     ``j = below(seen + 1)`` when ``j < capacity``;
+   - ``"ar1"`` (AR1*): experience ``e`` keeps ``quota = capacity // (e + 1)`` slots; while
+     it holds fewer, a sample takes a free slot, else the slot ``old[below(len(old))]`` of
+     an earlier experience (swap-removed from ``old``); then it replaces ``cur[j]`` when
+     ``j = below(cur_seen + t + 1) < quota``. ``cur`` / ``old`` list the slots of this /
+     other experiences in ascending order at the start of the event;
+   the float latent is encoded (``LatentQuantizer.encode``) and packed (``pack_rows``).
+
+With ``quantize_new`` the new latents are trained as ``decode(encode(latent))``.
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ class Reference:
         if self.size:
             self.rows[:self.size] = plan.rows
             self.labels[:self.size] = plan.labels
-        self.seen = plan.seen
+        self.exps = torch.zeros(plan.capacity, dtype=torch.int16)
+        if self.size:
+            self.exps[:self.size] = plan.exps
+        self.seen, self.cur_exp, self.cur_seen, self.experience = plan.seen, plan.cur_exp, plan.cur_seen, plan.experience
         self.rng = Pcg32()
         self.rng.state, self.rng.inc = plan.rng_state, plan.rng_inc
         self.quant = LatentQuantizer(plan.bits, plan.granularity)
@@ -163,6 +174,8 @@ class Reference:
         if int(labels.min()) < 0 or int(labels.max()) >= p.classes:
             raise TinyclError(f"reference: labels must be in 0..{p.classes - 1}")
         q, lat = self.latents(x)
+        if p.quantize_new:
+            lat = self.quant.decode(self.quant.encode(lat))
         k = min(p.replay_batch, self.size)
         idx = self._draw(k)
         xs, ys = [lat], [labels.to(torch.int64)]
@@ -180,20 +193,54 @@ class Reference:
         self._remember(lat, labels)
         return {"latents": q, "loss": loss}
 
-    def _remember(self, lat: torch.Tensor, labels: torch.Tensor) -> None:
-        p = self.plan
-        for s in range(lat.shape[0]):
-            dest = -1
-            if self.size < p.capacity:
-                dest, self.size = self.size, self.size + 1
+    def set_experience(self, e: int) -> None:
+        if not 0 <= e <= 32767 or (self.plan.policy == "ar1" and e < self.cur_exp):
+            raise TinyclError(f"reference: experience {e} out of 0..32767 or below the current {self.cur_exp}")
+        self.experience = e
+
+    def _dest_reservoir(self) -> int:
+        if self.size < self.plan.capacity:
+            self.size += 1
+            return self.size - 1
+        j = self.rng.below(self.seen + 1)
+        return j if j < self.plan.capacity else -1
+
+    def _dest_ar1(self, t: int, cur: list, old: list) -> int:
+        quota = self.plan.capacity // (self.experience + 1)
+        if len(cur) < quota:
+            if self.size < self.plan.capacity:
+                slot, self.size = self.size, self.size + 1
+            elif not old:
+                return -1
             else:
-                j = self.rng.below(self.seen + 1)
-                dest = j if j < p.capacity else -1
+                k = self.rng.below(len(old))
+                slot = old[k]
+                old[k] = old[-1]
+                old.pop()
+            cur.append(slot)
+            return slot
+        j = self.rng.below(self.cur_seen + t + 1)
+        return cur[j] if j < quota else -1
+
+    def _remember(self, lat: torch.Tensor, labels: torch.Tensor) -> None:
+        p, ar1 = self.plan, self.plan.policy == "ar1"
+        cur, old = [], []
+        if ar1:
+            if self.experience > self.cur_exp:
+                self.cur_exp, self.cur_seen = self.experience, 0
+            ex = self.exps[:self.size].tolist()
+            cur = [s for s in range(self.size) if ex[s] == self.experience]
+            old = [s for s in range(self.size) if ex[s] != self.experience]
+        for s in range(lat.shape[0]):
+            dest = self._dest_ar1(s, cur, old) if ar1 else self._dest_reservoir()
             self.seen += 1
             if dest >= 0:
                 codes = self.quant.encode(lat[s:s + 1]).reshape(1, -1)
                 self.rows[dest] = pack_rows(codes, p.bits)[0]
                 self.labels[dest] = int(labels[s])
+                self.exps[dest] = self.experience
+        if ar1:
+            self.cur_seen += lat.shape[0]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation-mode logits, one sample at a time (as ``tinycl_logits``)."""

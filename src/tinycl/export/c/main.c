@@ -13,7 +13,7 @@ static void put_i32(int32_t v) { io_write(&v, 4); }
 
 int main(int argc, char **argv)
 {
-    int32_t events, e, n, m, i, cls;
+    int32_t events, e, n, m, i, cls, ex;
     uint64_t t0, t1, cal;
     if (io_open(argc, argv)) return 2;
     cal = io_calibrate(1000000u);
@@ -28,10 +28,12 @@ int main(int argc, char **argv)
     put_i32(tinycl_learn(xs, ys, 1));                      /* label out of range */
     put_i32(tinycl_learn(xs, ys, 0));                      /* no samples */
     put_i32(tinycl_predict(xs, 0));
+    put_i32(tinycl_set_experience(-1));                    /* experience id out of range */
     if (io_read(&events, 4)) return 3;
     for (e = 0; e < events; e++) {
-        if (io_read(&n, 4) || n < 1 || n > TINYCL_MAX_NEW) return 4;
+        if (io_read(&ex, 4) || io_read(&n, 4) || n < 1 || n > TINYCL_MAX_NEW) return 4;
         if (io_read(xs, (size_t)n * TINYCL_INPUT_NUMEL * 4) || io_read(ys, (size_t)n * 4)) return 5;
+        put_i32(tinycl_set_experience(ex));
         t0 = io_ticks();
         put_i32(tinycl_learn(xs, ys, n));
         t1 = io_ticks() - t0;

@@ -3,7 +3,8 @@
  * Arena order (export/planner.py mirrors it): front tensors, latent codes, back
  * activations, back gradients, a scratch gradient (largest tensor but the
  * input), parameter gradients, BN batch
- * statistics, batch labels, replay indices, one row of codes, gradient flags;
+ * statistics, batch labels, two lists of replay slots, one row of codes,
+ * gradient flags;
  * every block rounded up to 8 bytes. */
 #include <string.h>
 #include "tc_engine.h"
@@ -27,6 +28,7 @@ static size_t walk(const tc_model *m, tc_ctx *c, char *base)
     for (t = 0; t < m->n_bn; t++) TAKE(c->bnsave[t], float *, (size_t)m->bns[t].c * 8);
     TAKE(c->blabels, int32_t *, (size_t)B * 4);
     TAKE(c->idx, int32_t *, (size_t)m->capacity * 4);
+    TAKE(c->idx2, int32_t *, (size_t)m->capacity * 4);
     TAKE(c->codes, uint8_t *, m->bnumel[0]);
     TAKE(c->gset, uint8_t *, m->n_bt);
 #undef TAKE
@@ -171,23 +173,68 @@ static void draw_replays(const tc_model *m, tc_ctx *c, int n, int k)
 }
 
 /* reservoir sampling over all offered samples (Algorithm R) */
+static int dest_reservoir(const tc_model *m)
+{
+    int dest = -1;
+    if (*m->size < m->capacity) dest = (*m->size)++;
+    else {
+        uint32_t j = tc_rng_below(m->rng, (uint32_t)*m->seen + 1u);
+        if (j < (uint32_t)m->capacity) dest = (int)j;
+    }
+    return dest;
+}
+
+/* AR1*: experience e keeps a reservoir sample of quota = capacity / (e + 1) slots; a kept
+ * sample takes a free slot, else a random slot of an earlier experience. cur / old list the
+ * slots of this / other experiences (ascending, then swap-removal), as cl/memory.py. */
+static int dest_ar1(const tc_model *m, tc_ctx *c, int t, int *ncur, int *nold)
+{
+    int32_t quota = m->capacity / (*m->experience + 1), slot;
+    if (*ncur < quota) {
+        if (*m->size < m->capacity) slot = (*m->size)++;
+        else if (*nold == 0) return -1;   /* cannot happen: a full memory below quota has old slots */
+        else {
+            int k = (int)tc_rng_below(m->rng, (uint32_t)*nold);
+            slot = c->idx2[k];
+            c->idx2[k] = c->idx2[--(*nold)];
+        }
+        c->idx[(*ncur)++] = slot;
+        return slot;
+    } else {
+        uint32_t j = tc_rng_below(m->rng, (uint32_t)(*m->cur_seen + t) + 1u);
+        return j < (uint32_t)quota ? c->idx[j] : -1;
+    }
+}
+
 static void remember(const tc_model *m, tc_ctx *c, int n, const int32_t *labels)
 {
-    int s, L = m->bnumel[0];
-    for (s = 0; s < n; s++) {
-        int dest = -1;
-        if (*m->size < m->capacity) dest = (*m->size)++;
-        else {
-            uint32_t j = tc_rng_below(m->rng, (uint32_t)*m->seen + 1u);
-            if (j < (uint32_t)m->capacity) dest = (int)j;
+    int s, ncur = 0, nold = 0, L = m->bnumel[0];
+    if (m->policy == 1) {
+        if (*m->experience > *m->cur_exp) { *m->cur_exp = *m->experience; *m->cur_seen = 0; }
+        for (s = 0; s < *m->size; s++) {
+            if (m->exps[s] == *m->experience) c->idx[ncur++] = s;
+            else c->idx2[nold++] = s;
         }
+    }
+    for (s = 0; s < n; s++) {
+        int dest = m->policy == 1 ? dest_ar1(m, c, s, &ncur, &nold) : dest_reservoir(m);
         (*m->seen)++;
         if (dest < 0) continue;
         tc_latent_encode(L, m->lat_hw, m->per_channel, c->act[0] + (size_t)s * L, m->qscale, m->qzp,
                          (1 << m->bits) - 1, c->codes);
         tc_pack(L, m->bits, c->codes, m->rows + (size_t)dest * m->row_bytes);
         m->labels[dest] = (int16_t)labels[s];
+        m->exps[dest] = (int16_t)*m->experience;
     }
+    if (m->policy == 1) *m->cur_seen += n;
+}
+
+int tc_set_experience(const tc_model *m, int32_t e)
+{
+    if (!m) return TINYCL_ENULL;
+    if (e < 0 || e > 32767 || (m->policy == 1 && e < *m->cur_exp)) return TINYCL_EEXP;
+    *m->experience = e;
+    return TINYCL_OK;
 }
 
 int tc_learn(const tc_model *m, tc_ctx *c, const float *x, const int32_t *labels, int n, float *loss)
@@ -206,6 +253,11 @@ int tc_learn(const tc_model *m, tc_ctx *c, const float *x, const int32_t *labels
         memcpy(c->latcodes + (size_t)s * L, q, (size_t)L);
         for (i = 0; i < L; i++)
             c->act[0][(size_t)s * L + i] = (float)((double)((int32_t)q[i] - m->lat_zp) * m->lat_scale);
+        if (m->quantize_new) {   /* train on the new latent as the memory would return it */
+            tc_latent_encode(L, m->lat_hw, m->per_channel, c->act[0] + (size_t)s * L, m->qscale, m->qzp,
+                             (1 << m->bits) - 1, c->codes);
+            tc_latent_decode(L, m->lat_hw, m->per_channel, c->codes, m->qscale, m->qzp, c->act[0] + (size_t)s * L);
+        }
         c->blabels[s] = labels[s];
     }
     draw_replays(m, c, n, k);

@@ -36,16 +36,17 @@ typedef struct {
     int bits, per_channel, lat_hw;        /* latent quantizer */
     const float *qscale, *qzp;
     int capacity, row_bytes;              /* replay memory */
+    int policy, quantize_new;             /* policy: 0 reservoir, 1 ar1 */
     uint8_t *rows;
-    int16_t *labels;
-    int32_t *size, *seen;
+    int16_t *labels, *exps;
+    int32_t *size, *seen, *cur_exp, *cur_seen, *experience;
     tc_rng *rng;
 } tc_model;
 
 typedef struct {            /* arena pointers, set by tc_init */
     int8_t **ft, *latcodes;
     float **act, **grad, **pgrad, **bnsave, *tmp;
-    int32_t *blabels, *idx;
+    int32_t *blabels, *idx, *idx2;
     uint8_t *codes, *gset;
     int ready;
 } tc_ctx;
@@ -56,4 +57,5 @@ int tc_init(const tc_model *m, tc_ctx *c, int8_t **ft, float **act, float **grad
 int tc_learn(const tc_model *m, tc_ctx *c, const float *x, const int32_t *labels, int n, float *loss);
 int tc_logits(const tc_model *m, tc_ctx *c, const float *x, float *logits);
 int tc_predict(const tc_model *m, tc_ctx *c, const float *x, int32_t *cls);
+int tc_set_experience(const tc_model *m, int32_t e);
 #endif

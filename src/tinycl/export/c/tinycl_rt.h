@@ -14,6 +14,7 @@
 #define TINYCL_EARENA (-3)     /* arena too small (or misaligned) */
 #define TINYCL_EBATCH (-4)     /* bad sample count */
 #define TINYCL_EINIT (-5)      /* tinycl_init not called */
+#define TINYCL_EEXP (-6)       /* experience id out of 0..32767 or decreasing (ar1) */
 
 /* ---------------------------------------------------------------- rng (PCG32) */
 typedef struct { uint64_t state, inc; } tc_rng;
