@@ -281,3 +281,23 @@ def test_reference_rejects_bad_events(resnet8_block3):
         ref.learn(x, torch.full_like(y, plan.classes))
     with pytest.raises(TinyclError, match="new samples"):
         ref.learn(torch.cat([x, x]), torch.cat([y, y]))
+
+
+def test_front_offsets_never_overlap_live_tensors(resnet8_block3, data):
+    from tinycl.export.planner import front_offsets
+    for plan in (resnet8_block3[0], user_model(data)[0]):
+        offs, size = front_offsets(plan)
+        n = len(plan.front_shapes)
+        nbytes = [(int(torch.tensor(s).prod()) + 7) // 8 * 8 for s in plan.front_shapes]
+        born, last = [-1] + [0] * (n - 1), [0] * n
+        for i, op in enumerate(plan.front):
+            born[op.output] = i
+            for t in op.inputs:
+                last[t] = i
+        last[-1] = len(plan.front)
+        for a in range(n):
+            assert offs[a] + nbytes[a] <= size
+            for b in range(a + 1, n):
+                if born[b] <= last[a] and born[a] <= last[b]:   # alive at the same op
+                    assert offs[a] + nbytes[a] <= offs[b] or offs[b] + nbytes[b] <= offs[a], (a, b)
+        assert size < sum(nbytes)   # sharing happened
