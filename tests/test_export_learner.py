@@ -75,7 +75,7 @@ def resnet8(data, latent_layer, bits=8, granularity="tensor", **kw):
     return _learner(model[:cut].eval(), model[cut:].eval(), bb, ds, bits, granularity, **kw)
 
 
-def user_model(data):
+def user_model(data, **kw):
     """A user-style model: a standalone ReLU6, max/avg pools in the INT8 front; depthwise, pointwise,
     a residual, pools and ReLU6 in the trained back; 4-bit per-channel replays."""
     bb, ds = data
@@ -94,7 +94,7 @@ def user_model(data):
                          Residual(nn.Sequential(*cbr(24, 24, 3, 1, 1, groups=24)), None, nn.ReLU()),
                          nn.MaxPool2d(2, 1), nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(24, 10)).eval()
-    return _learner(front, back, bb, ds, 4, "channel")
+    return _learner(front, back, bb, ds, 4, "channel", **kw)
 
 
 def vector_model(data):
@@ -301,3 +301,21 @@ def test_front_offsets_never_overlap_live_tensors(resnet8_block3, data):
                 if born[b] <= last[a] and born[a] <= last[b]:   # alive at the same op
                     assert offs[a] + nbytes[a] <= offs[b] or offs[b] + nbytes[b] <= offs[a], (a, b)
         assert size < sum(nbytes)   # sharing happened
+
+
+@needs_gcc
+def test_empty_memory_and_a_batch_of_one_with_batch_norm(data, tmp_path):
+    """An empty memory and one new sample: BN batch statistics are impossible, so the C returns
+    TINYCL_EBATCH and changes nothing (the reference refuses too); the next event fills slots."""
+    plan, qf, events, tests = user_model(data, fill=0)
+    assert plan.capacity == 24 and (plan.rows is None or plan.rows.shape[0] == 0)
+    ref = Reference(plan, qf)
+    with pytest.raises(TinyclError, match="at least 2"):
+        ref.learn(*events[1])
+    evs = [events[1], events[0]]
+    outs, logits = run_reference(plan, qf, evs[1:], tests)
+    c, _ = run_c(plan, evs, tests, tmp_path / "proj")
+    assert c["events"][0]["status"] == -4 and c["events"][0]["size"] == 0 and c["events"][0]["seen"] == 0
+    c["events"] = c["events"][1:]
+    assert_same(c, outs, logits, plan)
+    assert outs[0]["size"] == 4

@@ -22,7 +22,7 @@ import torch
 from tinycl.errors import TinyclError
 
 from .plan import Plan, check_plan
-from .planner import arena_bytes
+from .planner import arena_bytes, front_offsets
 
 RUNTIME = ("tinycl_rt.h", "tc_engine.h", "tc_io.h", "tc_rng.c", "tc_math.c", "tc_f32.c", "tc_f32b.c", "tc_int8.c",
            "tc_engine.c", "main.c", "io_host.c", "io_semi.c", "startup_m4.c", "an386.ld")
@@ -77,6 +77,9 @@ def _front(plan: Plan) -> str:
                     f"{at.get('qmax', 127)},{at.get('include_pad', 1)}}},")
     out.append("static const tc_fop FOPS[] = {\n" + "\n".join(rows or ["  {0}"]) + "\n};\n")
     out.append(_arr("int32_t", "FNUMEL", [math.prod(s) for s in plan.front_shapes]))
+    offs, size = front_offsets(plan)
+    out.append(_arr("int32_t", "FOFF", offs))
+    out.append(f"#define FRONT_BYTES {size}\n")
     return "".join(out)
 
 
@@ -138,7 +141,7 @@ def model_c(plan: Plan) -> str:
 static const tc_model MODEL = {{
   .n_fops = {len(plan.front)}, .n_ft = {len(plan.front_shapes)}, .n_bops = {len(plan.back)},
   .n_bt = {len(plan.back_shapes)}, .n_params = {npar}, .n_bn = {nbn},
-  .fops = FOPS, .fnumel = FNUMEL, .bnumel = BNUMEL, .bops = BOPS, .params = PARAMS, .bns = BNS,
+  .fops = FOPS, .fnumel = FNUMEL, .foff = FOFF, .front_bytes = FRONT_BYTES, .bnumel = BNUMEL, .bops = BOPS, .params = PARAMS, .bns = BNS,
   .in_scale = {float(plan.in_scale).hex()}, .lat_scale = {float(plan.lat_scale).hex()},
   .in_zp = {plan.in_zp}, .lat_zp = {plan.lat_zp}, .classes = {plan.classes}, .max_new = {plan.max_new},
   .replay_batch = {plan.replay_batch}, .lr = {f32(plan.lr)}, .momentum = {f32(plan.momentum)},

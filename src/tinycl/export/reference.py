@@ -173,10 +173,12 @@ class Reference:
             raise TinyclError(f"reference: {n} new samples, allowed 1..{p.max_new}")
         if int(labels.min()) < 0 or int(labels.max()) >= p.classes:
             raise TinyclError(f"reference: labels must be in 0..{p.classes - 1}")
+        k = min(p.replay_batch, self.size)
+        if n + k < 2 and any(op.kind == "batchnorm" and op.attrs["train"] for op in p.back):
+            raise TinyclError("reference: batch statistics need at least 2 samples (new + replays)")
         q, lat = self.latents(x)
         if p.quantize_new:
             lat = self.quant.decode(self.quant.encode(lat))
-        k = min(p.replay_batch, self.size)
         idx = self._draw(k)
         xs, ys = [lat], [labels.to(torch.int64)]
         if k:

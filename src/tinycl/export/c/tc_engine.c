@@ -1,6 +1,7 @@
 /* The learner: INT8 front per sample, latent quantizer, packed replay memory with
  * reservoir replacement, FP32 back trained by SGD; all buffers carved from one arena.
- * Arena order (export/planner.py mirrors it): front tensors, latent codes, back
+ * Arena order (export/planner.py mirrors it): front tensors (at the planner's offsets:
+ * tensors never alive together share bytes), latent codes, back
  * activations, back gradients, a scratch gradient (largest tensor but the
  * input), parameter gradients, BN batch
  * statistics, batch labels, two lists of replay slots, one row of codes,
@@ -18,7 +19,8 @@ static size_t walk(const tc_model *m, tc_ctx *c, char *base)
     size_t off = 0, big = 0;
     int t, B = batch_max(m);
 #define TAKE(ptr, type, bytes) do { if (c) ptr = (type)(void *)(base + off); off += ALIGN8((size_t)(bytes)); } while (0)
-    for (t = 0; t < m->n_ft; t++) TAKE(c->ft[t], int8_t *, m->fnumel[t]);
+    if (c) for (t = 0; t < m->n_ft; t++) c->ft[t] = (int8_t *)(void *)(base + off + m->foff[t]);
+    off += ALIGN8((size_t)m->front_bytes);
     TAKE(c->latcodes, int8_t *, (size_t)m->max_new * m->bnumel[0]);
     for (t = 0; t < m->n_bt; t++) TAKE(c->act[t], float *, (size_t)B * m->bnumel[t] * 4);
     for (t = 1; t < m->n_bt; t++) TAKE(c->grad[t], float *, (size_t)B * m->bnumel[t] * 4);

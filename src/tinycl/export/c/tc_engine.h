@@ -27,6 +27,8 @@ typedef struct {
     int n_fops, n_ft, n_bops, n_bt, n_params, n_bn;
     const tc_fop *fops;
     const int32_t *fnumel, *bnumel;       /* numel per sample of each tensor */
+    const int32_t *foff;                  /* byte offset of each front tensor (planner) */
+    int32_t front_bytes;
     const tc_bop *bops;
     tc_param *params;
     tc_bnstate *bns;
