@@ -141,7 +141,8 @@ def model_c(plan: Plan) -> str:
 static const tc_model MODEL = {{
   .n_fops = {len(plan.front)}, .n_ft = {len(plan.front_shapes)}, .n_bops = {len(plan.back)},
   .n_bt = {len(plan.back_shapes)}, .n_params = {npar}, .n_bn = {nbn},
-  .fops = FOPS, .fnumel = FNUMEL, .foff = FOFF, .front_bytes = FRONT_BYTES, .bnumel = BNUMEL, .bops = BOPS, .params = PARAMS, .bns = BNS,
+  .fops = FOPS, .fnumel = FNUMEL, .foff = FOFF, .front_bytes = FRONT_BYTES, .bnumel = BNUMEL,
+  .bops = BOPS, .params = PARAMS, .bns = BNS,
   .in_scale = {float(plan.in_scale).hex()}, .lat_scale = {float(plan.lat_scale).hex()},
   .in_zp = {plan.in_zp}, .lat_zp = {plan.lat_zp}, .classes = {plan.classes}, .max_new = {plan.max_new},
   .replay_batch = {plan.replay_batch}, .lr = {f32(plan.lr)}, .momentum = {f32(plan.momentum)},
@@ -152,9 +153,15 @@ static const tc_model MODEL = {{
   .cur_seen = &CUR_SEEN, .experience = &EXPERIENCE, .rng = &RNG,
 }};
 
-static tc_ctx CTX;
-static int8_t *FT[{len(plan.front_shapes)}];
-static float *ACT[{len(plan.back_shapes)}], *GRAD[{len(plan.back_shapes)}], *PGRAD[{max(npar, 1)}], *BNSAVE[{max(nbn, 1)}];
+{_api(plan, npar, nbn)}"""
+
+
+def _api(plan: Plan, npar: int, nbn: int) -> str:
+    """The API wrappers and the state dump of model.c."""
+    nft, nbt = len(plan.front_shapes), len(plan.back_shapes)
+    return f"""static tc_ctx CTX;
+static int8_t *FT[{nft}];
+static float *ACT[{nbt}], *GRAD[{nbt}], *PGRAD[{max(npar, 1)}], *BNSAVE[{max(nbn, 1)}];
 static float LAST_LOSS;
 
 size_t tinycl_arena_need(void) {{ return tc_arena_need(&MODEL); }}

@@ -97,154 +97,144 @@ def _pool_shape(shape, k, s, p):
     return (c, conv_out_size(h, k[0], s[0], p[0]), conv_out_size(w, k[1], s[1], p[1]))
 
 
+class _Graph:
+    """Ops and per-sample tensor shapes being built (tensor 0: the input)."""
+
+    def __init__(self, input_shape):
+        self.ops: list[Op] = []
+        self.shapes: list[tuple] = [tuple(input_shape)]
+
+    def add(self, kind, inputs, shape, attrs=None, params=None, name="") -> int:
+        self.shapes.append(tuple(int(v) for v in shape))
+        out = len(self.shapes) - 1
+        self.ops.append(Op(kind, list(inputs), out, attrs or {}, params or {}, name))
+        return out
+
+
 # ----------------------------------------------------------------------------- front
 
 def front_from_quantized(qf, input_shape) -> tuple[list[Op], list[tuple]]:
     """Ops and tensor shapes of a :class:`tinycl.models.int8_front.QuantizedFront`."""
+    g = _Graph(input_shape)
+    _front_walk(g, qf.ops, 0, int(qf.in_zp))
+    return g.ops, g.shapes
+
+
+def _front_walk(g: _Graph, items, t: int, zp: int) -> tuple[int, int]:
+    """Append ``items`` reading tensor ``t`` (zero point ``zp``); returns (tensor, zero point)."""
     from tinycl.models import int8_front as F8
-    ops, shapes = [], [tuple(input_shape)]
-
-    def new(shape):
-        shapes.append(tuple(shape))
-        return len(shapes) - 1
-
-    def walk(items, t, zp):
-        for it in items:
-            t, zp = one(it, t, zp)
-        return t, zp
-
-    def one(it, t, zp):
-        shape = shapes[t]
+    for it in items:
         if isinstance(it, F8._Weighted):
-            p = {"w": it.wq.to(torch.int8), "bias": it.bq.to(torch.int32), "mult": it.mult.to(torch.int32),
-                 "shift": it.shift.to(torch.int32)}
-            a = {"x_zp": int(it.in_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin), "qmax": int(it.qmax)}
-            if it.kind == "conv":
-                k, s, pd, g = tuple(it.wq.shape[2:]), _pair(it.conv["stride"]), _pair(it.conv["padding"]), it.conv["groups"]
-                out = (it.wq.shape[0],) + _pool_shape(shape, k, s, pd)[1:]
-                a.update(kernel=k, stride=s, padding=pd, groups=int(g))
-                o = new(out)
-                ops.append(Op("conv_int8", [t], o, a, p, it.path))
-            else:
-                o = new((it.wq.shape[0],))
-                ops.append(Op("linear_int8", [t], o, a, p, it.path))
-            return o, int(it.out_zp)
-        if isinstance(it, F8._Plain):
-            k = it.kind
-            if k in ("maxpool", "avgpool"):
-                kk, ss, pp = _pair(it.kw["kernel_size"]), _pair(it.kw["stride"]), _pair(it.kw["padding"])
-                a = {"kernel": kk, "stride": ss, "padding": pp, "x_zp": zp,
-                     "include_pad": int(it.kw.get("count_include_pad", True))}
-                o = new(_pool_shape(shape, kk, ss, pp))
-                ops.append(Op(k + "_int8", [t], o, a))
-            elif k == "gap":
-                o = new((shape[0], 1, 1))
-                ops.append(Op("gap_int8", [t], o, {"x_zp": zp}))
-            elif k == "flatten":
-                o = new((math.prod(shape),))
-                ops.append(Op("flatten", [t], o))
-            else:
-                from tinycl.models.int8_front import _act_bounds
-                lo, hi = _act_bounds(k, it.scale, zp)
-                o = new(shape)
-                ops.append(Op("clamp_int8", [t], o, {"qmin": lo, "qmax": hi}))
-            return o, zp
-        if isinstance(it, F8._Res):
-            ta, za = walk(it.body, t, zp)
-            tb, zb = walk(it.shortcut, t, zp)
-            pr = it.params
-            add = [pr["left_shift"], pr["a_mult"], pr["a_shift"], pr["b_mult"], pr["b_shift"], pr["out_mult"],
-                   pr["out_shift"]]
-            o = new(shapes[ta])
-            ops.append(Op("add_int8", [ta, tb], o, {"x_zp": int(it.a_zp), "b_zp": int(it.b_zp),
-                                                    "out_zp": int(it.out_zp), "qmin": int(it.qmin),
-                                                    "qmax": int(it.qmax)},
-                          {"add": torch.tensor(add, dtype=torch.int32)}))
-            return walk(it.post, o, int(it.out_zp))
-        raise TinyclError(f"C export: front op {type(it).__name__} is not supported")
+            t, zp = _front_weighted(g, it, t), int(it.out_zp)
+        elif isinstance(it, F8._Plain):
+            t = _front_plain(g, it, t, zp)
+        elif isinstance(it, F8._Res):
+            t, zp = _front_residual(g, it, t, zp)
+        else:
+            raise TinyclError(f"C export: front op {type(it).__name__} is not supported")
+    return t, zp
 
-    walk(qf.ops, 0, int(qf.in_zp))
-    return ops, shapes
+
+def _front_weighted(g: _Graph, it, t: int) -> int:
+    p = {"w": it.wq.to(torch.int8), "bias": it.bq.to(torch.int32), "mult": it.mult.to(torch.int32),
+         "shift": it.shift.to(torch.int32)}
+    a = {"x_zp": int(it.in_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin), "qmax": int(it.qmax)}
+    if it.kind != "conv":
+        return g.add("linear_int8", [t], (it.wq.shape[0],), a, p, it.path)
+    k, s, pd = tuple(it.wq.shape[2:]), _pair(it.conv["stride"]), _pair(it.conv["padding"])
+    a.update(kernel=k, stride=s, padding=pd, groups=int(it.conv["groups"]))
+    out = (it.wq.shape[0],) + _pool_shape(g.shapes[t], k, s, pd)[1:]
+    return g.add("conv_int8", [t], out, a, p, it.path)
+
+
+def _front_plain(g: _Graph, it, t: int, zp: int) -> int:
+    from tinycl.models.int8_front import _act_bounds
+    shape, k = g.shapes[t], it.kind
+    if k in ("maxpool", "avgpool"):
+        kk, ss, pp = _pair(it.kw["kernel_size"]), _pair(it.kw["stride"]), _pair(it.kw["padding"])
+        a = {"kernel": kk, "stride": ss, "padding": pp, "x_zp": zp,
+             "include_pad": int(it.kw.get("count_include_pad", True))}
+        return g.add(k + "_int8", [t], _pool_shape(shape, kk, ss, pp), a)
+    if k == "gap":
+        return g.add("gap_int8", [t], (shape[0], 1, 1), {"x_zp": zp})
+    if k == "flatten":
+        return g.add("flatten", [t], (math.prod(shape),))
+    lo, hi = _act_bounds(k, it.scale, zp)
+    return g.add("clamp_int8", [t], shape, {"qmin": lo, "qmax": hi})
+
+
+def _front_residual(g: _Graph, it, t: int, zp: int) -> tuple[int, int]:
+    ta, _ = _front_walk(g, it.body, t, zp)
+    tb, _ = _front_walk(g, it.shortcut, t, zp)
+    pr = it.params
+    add = [pr[k] for k in ("left_shift", "a_mult", "a_shift", "b_mult", "b_shift", "out_mult", "out_shift")]
+    a = {"x_zp": int(it.a_zp), "b_zp": int(it.b_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin),
+         "qmax": int(it.qmax)}
+    o = g.add("add_int8", [ta, tb], g.shapes[ta], a, {"add": torch.tensor(add, dtype=torch.int32)})
+    return _front_walk(g, it.post, o, int(it.out_zp))
 
 
 # ----------------------------------------------------------------------------- back
 
-def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple], dict]:
-    """Ops, tensor shapes and BN buffers of a ``Network`` (its layer tree, current weights).
+def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple]]:
+    """Ops and tensor shapes of a ``Network`` (its layer tree, current weights and BN statistics).
 
     Refuses (TinyclError, one line) what the C backend cannot run: dropout with p > 0,
     LeakyReLU, a precision other than fp32.
     """
-    from tinycl.models import layers as L
-    from tinycl.models.network import Residual, Sequential
     prec = net.precision
     if (prec.weights, prec.activations, prec.gradients) != ("fp32", "fp32", "fp32"):
         raise TinyclError(f"C export: precision {prec.weights} is not supported (only fp32)")
-    ops, shapes = [], [tuple(net.input_shape)]
-
-    def new(shape):
-        shapes.append(tuple(shape))
-        return len(shapes) - 1
-
-    def val(p):
-        return p.value.detach().contiguous().to(torch.float32).clone()
-
-    def walk(layer, t):
-        if isinstance(layer, Sequential):
-            for ch in layer.children:
-                t = walk(ch, t)
-            return t
-        if isinstance(layer, Residual):
-            a = walk(layer.body, t)
-            b = walk(layer.shortcut, t)
-            o = new(shapes[a])
-            ops.append(Op("add", [a, b], o, name=layer.name))
-            return walk(layer.post, o)
-        return leaf(layer, t)
-
-    def leaf(m, t):
-        shape, kind = shapes[t], m.kind
-        params = {k: val(p) for k, p in m.params.items()}
-        if kind == "conv2d":
-            w = params["weight"]
-            k, s, p = tuple(w.shape[2:]), _pair(m.stride), _pair(m.padding)
-            o = new((w.shape[0],) + _pool_shape(shape, k, s, p)[1:])
-            ops.append(Op("conv2d", [t], o, {"kernel": k, "stride": s, "padding": p, "groups": int(m.groups)},
-                          params, m.name))
-        elif kind == "linear":
-            o = new((params["weight"].shape[0],))
-            ops.append(Op("linear", [t], o, {}, params, m.name))
-        elif kind == "batchnorm2d":
-            o = new(shape)
-            a = {"eps": float(m.eps), "momentum": float(m.momentum), "train": bool(train_bn and not m.frozen_stats),
-                 "running_mean": m.buffers["running_mean"].detach().to(torch.float32).clone(),
-                 "running_var": m.buffers["running_var"].detach().to(torch.float32).clone()}
-            ops.append(Op("batchnorm", [t], o, a, params, m.name))
-        elif kind in ("relu", "relu6"):
-            o = new(shape)
-            ops.append(Op(kind, [t], o, name=m.name))
-        elif kind in ("maxpool2d", "avgpool2d"):
-            kk, ss, pp = _pair(m.kernel), _pair(m.stride), _pair(m.padding)
-            o = new(_pool_shape(shape, kk, ss, pp))
-            ops.append(Op(kind[:-2], [t], o, {"kernel": kk, "stride": ss, "padding": pp}, name=m.name))
-        elif kind == "global_avgpool":
-            o = new((shape[0], 1, 1))
-            ops.append(Op("gap", [t], o, name=m.name))
-        elif kind == "flatten":
-            o = new((math.prod(shape),))
-            ops.append(Op("flatten", [t], o, name=m.name))
-        elif kind == "identity" or (kind == "dropout" and m.p == 0):
-            return t
-        else:
-            what = f"{kind} (p={m.p})" if kind == "dropout" else kind
-            raise TinyclError(f"C export: back layer '{m.name}' of kind {what} is not supported; "
-                              f"supported: {', '.join(BACK_KINDS)}")
-        return o
-
-    walk(net.root, 0)
-    if not ops:
+    g = _Graph(net.input_shape)
+    _back_walk(g, net.root, 0, train_bn)
+    if not g.ops:
         raise TinyclError("C export: the back has no layers")
-    return ops, shapes
+    return g.ops, g.shapes
+
+
+def _back_walk(g: _Graph, layer, t: int, train_bn: bool) -> int:
+    from tinycl.models.network import Residual, Sequential
+    if isinstance(layer, Sequential):
+        for ch in layer.children:
+            t = _back_walk(g, ch, t, train_bn)
+        return t
+    if isinstance(layer, Residual):
+        a = _back_walk(g, layer.body, t, train_bn)
+        b = _back_walk(g, layer.shortcut, t, train_bn)
+        return _back_walk(g, layer.post, g.add("add", [a, b], g.shapes[a], name=layer.name), train_bn)
+    return _back_leaf(g, layer, t, train_bn)
+
+
+def _back_leaf(g: _Graph, m, t: int, train_bn: bool) -> int:
+    shape, kind = g.shapes[t], m.kind
+    params = {k: p.value.detach().contiguous().to(torch.float32).clone() for k, p in m.params.items()}
+    if kind == "conv2d":
+        w = params["weight"]
+        k, s, p = tuple(w.shape[2:]), _pair(m.stride), _pair(m.padding)
+        a = {"kernel": k, "stride": s, "padding": p, "groups": int(m.groups)}
+        return g.add("conv2d", [t], (w.shape[0],) + _pool_shape(shape, k, s, p)[1:], a, params, m.name)
+    if kind == "linear":
+        return g.add("linear", [t], (params["weight"].shape[0],), {}, params, m.name)
+    if kind == "batchnorm2d":
+        a = {"eps": float(m.eps), "momentum": float(m.momentum), "train": bool(train_bn and not m.frozen_stats),
+             "running_mean": m.buffers["running_mean"].detach().to(torch.float32).clone(),
+             "running_var": m.buffers["running_var"].detach().to(torch.float32).clone()}
+        return g.add("batchnorm", [t], shape, a, params, m.name)
+    if kind in ("relu", "relu6"):
+        return g.add(kind, [t], shape, name=m.name)
+    if kind in ("maxpool2d", "avgpool2d"):
+        kk, ss, pp = _pair(m.kernel), _pair(m.stride), _pair(m.padding)
+        a = {"kernel": kk, "stride": ss, "padding": pp}
+        return g.add(kind[:-2], [t], _pool_shape(shape, kk, ss, pp), a, name=m.name)
+    if kind == "global_avgpool":
+        return g.add("gap", [t], (shape[0], 1, 1), name=m.name)
+    if kind == "flatten":
+        return g.add("flatten", [t], (math.prod(shape),), name=m.name)
+    if kind == "identity" or (kind == "dropout" and m.p == 0):
+        return t
+    what = f"{kind} (p={m.p})" if kind == "dropout" else kind
+    raise TinyclError(f"C export: back layer '{m.name}' of kind {what} is not supported; "
+                      f"supported: {', '.join(BACK_KINDS)}")
 
 
 def check_plan(plan: Plan) -> None:
