@@ -166,7 +166,8 @@ static float LAST_LOSS;
 
 size_t tinycl_arena_need(void) {{ return tc_arena_need(&MODEL); }}
 int tinycl_init(void *arena, size_t size) {{ return tc_init(&MODEL, &CTX, FT, ACT, GRAD, PGRAD, BNSAVE, arena, size); }}
-int tinycl_learn(const float *x, const int32_t *labels, int n) {{ return tc_learn(&MODEL, &CTX, x, labels, n, &LAST_LOSS); }}
+int tinycl_learn(const float *x, const int32_t *labels, int n)
+{{ return tc_learn(&MODEL, &CTX, x, labels, n, &LAST_LOSS); }}
 int tinycl_predict(const float *x, int32_t *cls) {{ return tc_predict(&MODEL, &CTX, x, cls); }}
 int tinycl_logits(const float *x, float *logits) {{ return tc_logits(&MODEL, &CTX, x, logits); }}
 int tinycl_set_experience(int32_t e) {{ return tc_set_experience(&MODEL, e); }}

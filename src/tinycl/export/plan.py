@@ -253,7 +253,8 @@ def check_plan(plan: Plan) -> None:
     if plan.back_shapes[-1] != (plan.classes,):
         raise TinyclError(f"C export: back output {plan.back_shapes[-1]} is not ({plan.classes},) logits")
     if plan.policy not in POLICIES:
-        raise TinyclError(f"C export: replay policy {plan.policy!r} is not supported (supported: {', '.join(POLICIES)})")
+        raise TinyclError(f"C export: replay policy {plan.policy!r} is not supported "
+                          f"(supported: {', '.join(POLICIES)})")
     if plan.max_new < 1 or plan.replay_batch < 0 or plan.capacity < 1:
         raise TinyclError("C export: max_new >= 1, replay_batch >= 0 and capacity >= 1 are required")
 

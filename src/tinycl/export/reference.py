@@ -56,7 +56,8 @@ class Reference:
         self.exps = torch.zeros(plan.capacity, dtype=torch.int16)
         if self.size:
             self.exps[:self.size] = plan.exps
-        self.seen, self.cur_exp, self.cur_seen, self.experience = plan.seen, plan.cur_exp, plan.cur_seen, plan.experience
+        self.seen, self.cur_exp, self.cur_seen = plan.seen, plan.cur_exp, plan.cur_seen
+        self.experience = plan.experience
         self.rng = Pcg32()
         self.rng.state, self.rng.inc = plan.rng_state, plan.rng_inc
         self.quant = LatentQuantizer(plan.bits, plan.granularity)
