@@ -231,6 +231,17 @@ def test_resnet8_block3_1_cortex_m4_qemu_bit_exact(resnet8_block3, tmp_path):
     assert "tinycl_m4.elf" in size
 
 
+@pytest.mark.skipif(bool(M4_MISSING), reason=f"Cortex-M4 test needs {', '.join(M4_MISSING)} (not found)")
+def test_user_model_ar1_cortex_m4_qemu_bit_exact(data, tmp_path):
+    """Depthwise/pointwise convs, BN in training mode, a residual, pools, 4-bit per-channel
+    replays and AR1* over experiences, on the Cortex-M4F."""
+    plan, qf, events, tests = user_model(data, policy="ar1")
+    exps = [0, 1, 1, 2]
+    outs, logits = run_reference(plan, qf, events, tests, exps)
+    c, _ = run_c(plan, events, tests, tmp_path / "proj", target="m4", experiences=exps)
+    assert_same(c, outs, logits, plan)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 def test_refuses_unsupported_with_one_line(data, resnet8_block3, tmp_path):
