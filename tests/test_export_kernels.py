@@ -16,6 +16,7 @@ from tinycl.errors import TinyclError
 from tinycl.export import driver as D
 from tinycl.export import ref as R
 from tinycl.numerics.packing import pack
+from tinycl.numerics.quant import multiply_by_quantized_multiplier
 from tinycl.numerics.rng import Pcg32
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="host C compiler gcc not found")
@@ -254,3 +255,16 @@ def test_pack_c_equals_numerics_packing(exe, bits):
     codes = torch.randint(0, 1 << bits, (77,), generator=g)
     c = D.call(exe, "pack", [bits], [codes.float()])[0].to(torch.uint8)
     assert torch.equal(c, pack(codes, bits))
+
+
+def test_fixed_point_requant_c_equals_numerics_quant(exe):
+    """TFLite MultiplyByQuantizedMultiplier: positive and negative shifts, saturation, ties."""
+    g = torch.Generator().manual_seed(6)
+    n = 5000
+    x = torch.randint(-2 ** 31, 2 ** 31, (n,), generator=g, dtype=torch.int64)
+    x[:8] = torch.tensor([-2 ** 31, 2 ** 31 - 1, 0, 1, -1, 2 ** 30, -(2 ** 30), 3])
+    m = torch.randint(2 ** 30, 2 ** 31, (n,), generator=g, dtype=torch.int64)
+    m[:2] = 2 ** 31 - 1
+    s = torch.randint(-31, 8, (n,), generator=g, dtype=torch.int64)
+    c = D.call(exe, "mbqm", [], [x.to(torch.int32), m.to(torch.int32), s.to(torch.int32)])[0].view(torch.int32)
+    assert torch.equal(c.to(torch.int64), multiply_by_quantized_multiplier(x, m, s))

@@ -13,7 +13,7 @@ DRIVER_SOURCES = ("kernel_driver.c", "tc_f32.c", "tc_f32b.c", "tc_math.c", "tc_r
 OPS = {"conv_fwd": 1, "conv_bwd_in": 2, "conv_bwd_w": 3, "linear_fwd": 4, "linear_bwd_in": 5, "linear_bwd_w": 6,
        "bn_train_fwd": 7, "bn_train_bwd": 8, "bn_eval_fwd": 9, "bn_eval_bwd": 10, "maxpool_fwd": 11,
        "maxpool_bwd": 12, "avgpool_fwd": 13, "avgpool_bwd": 14, "gap_fwd": 15, "gap_bwd": 16, "softmax_ce": 17,
-       "exp_log": 18, "sgd": 19, "rng": 20, "pack": 21}
+       "exp_log": 18, "sgd": 19, "rng": 20, "pack": 21, "mbqm": 22}
 
 
 def build_driver(out_dir: Path, cc: str = "gcc") -> Path:
@@ -33,8 +33,9 @@ def call(exe: Path, op: str, ints: list[int], arrays: list[torch.Tensor]) -> lis
     ints = list(ints) + [0] * (16 - len(ints))
     data = struct.pack("<ii", OPS[op], len(ints)) + struct.pack(f"<{len(ints)}I", *[v & 0xFFFFFFFF for v in ints])
     data += struct.pack("<i", len(arrays))
-    for a in arrays:
-        a = a.detach().to(torch.float32).contiguous().reshape(-1)
+    for a in arrays:  # int32 arrays travel as their raw bits
+        a = a.detach().contiguous().reshape(-1)
+        a = a.view(torch.float32) if a.dtype == torch.int32 else a.to(torch.float32)
         data += struct.pack("<i", a.numel()) + a.numpy().tobytes()
     res = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout
     outs, o = [], 0

@@ -77,6 +77,11 @@ int main(void)
               tc_pack(alen[0], I[0], codes, packed);
               for (i = 0; i < (alen[0] * I[0] + 7) / 8; i++) v[i] = packed[i]; }
             emit(v, (alen[0] * I[0] + 7) / 8); break;
+        case 22: { const int32_t *xa = (const int32_t *)(const void *)A[0], *ma = (const int32_t *)(const void *)A[1];
+            const int32_t *sa = (const int32_t *)(const void *)A[2];
+            int32_t *o = (int32_t *)(void *)out((size_t)alen[0]);
+            for (i = 0; i < alen[0]; i++) o[i] = tc_mbqm(xa[i], ma[i], sa[i]);
+            emit((float *)(void *)o, alen[0]); break; }
         default: return 2;
         }
     }
