@@ -4,8 +4,17 @@
 #ifndef TINYCL_RT_H
 #define TINYCL_RT_H
 
+#include <float.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* bit-exactness needs plain IEEE single operations: no excess precision (x87), no fast-math */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "tinycl needs FLT_EVAL_METHOD == 0 (e.g. SSE2 on x86, -mfpu=fpv4-sp-d16 on Cortex-M4)"
+#endif
+#ifdef __FAST_MATH__
+#error "tinycl must not be built with -ffast-math"
+#endif
 
 /* status codes returned by the API */
 #define TINYCL_OK 0
