@@ -1,7 +1,7 @@
 """Measure the generated learner on the Cortex-M4F emulator: instructions per learning event,
 flash and RAM, beside the memory planner and the STM32L4 cost model for the same event.
 
-    python -m tinycl.export.measure [--layers block3_1 block2_1] [--keep DIR]
+    python -m tinycl.export.measure [--layers block3_1 block2_1] [--keep DIR] [--rows]
 
 Needs gcc, make, arm-none-eabi-gcc and qemu-system-arm. The learner is the one of the
 tests: the shipped ResNet-8 backbone split after the latent layer, INT8 front calibrated
@@ -103,15 +103,38 @@ def measure(latent_layer: str, work: Path) -> dict:
             "stm32l4_model_fits": model_p["total"]["fits"]}
 
 
+def validation_rows(results: list[dict]) -> list[dict]:
+    """Rows in the format of ``hw.validate.rows()``: the measured figure in ``published``
+    (kind ``measured``), the STM32L4 model's cycles in ``modelled`` (instructions vs cycles:
+    see docs/deploy.md for why they differ)."""
+    out = []
+    for r in results:
+        for e in r["events"][:2]:
+            meas, mod = e["instructions"], e["stm32l4_model_cycles"]
+            out.append({"figure": f"ResNet-8 learning event on Cortex-M4F, latent {r['latent_layer']}, "
+                                  f"{e['new']} new + {e['replays']} replays",
+                        "published": meas, "modelled": mod, "unit": "instr / cycles",
+                        "error": (mod - meas) / meas, "kind": "measured",
+                        "config": "generated C (portable, -O2) under qemu-system-arm -icount; model: stm32l4 fp32, "
+                                  "INT8 front, SGD momentum"})
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", nargs="+", default=["block3_1", "block2_1"])
     ap.add_argument("--keep", default=None, help="folder for the generated projects (default: a temporary one)")
+    ap.add_argument("--rows", action="store_true", help="print validation-table rows instead of JSON")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        print(json.dumps([measure(layer, work) for layer in args.layers], indent=1))
+        results = [measure(layer, work) for layer in args.layers]
+    if args.rows:
+        from tinycl.hw.validate import format_table
+        print(format_table(validation_rows(results)))
+    else:
+        print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
