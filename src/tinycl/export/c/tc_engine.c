@@ -43,8 +43,7 @@ int tc_init(const tc_model *m, tc_ctx *c, int8_t **ft, float **act, float **grad
             float **bnsave, void *arena, size_t size)
 {
     if (!m || !c || !arena) return TINYCL_ENULL;
-    c->ready = 0;
-    if (((uintptr_t)arena & 7u) || size < tc_arena_need(m)) return TINYCL_EARENA;
+    if (((uintptr_t)arena & 7u) || size < tc_arena_need(m)) return TINYCL_EARENA;  /* nothing changed */
     c->ft = ft; c->act = act; c->grad = grad; c->pgrad = pgrad; c->bnsave = bnsave;
     grad[0] = 0;
     walk(m, c, (char *)arena);
