@@ -114,25 +114,23 @@ class _Graph:
 # ----------------------------------------------------------------------------- front
 
 def front_from_quantized(qf, input_shape) -> tuple[list[Op], list[tuple]]:
-    """Ops and tensor shapes of a :class:`tinycl.models.int8_front.QuantizedFront`."""
+    """Ops and tensor shapes of a :class:`tinycl.models.int8_front.QuantizedFront` (its op DAG)."""
+    from tinycl.models import int8_ops as Q8
     g = _Graph(input_shape)
-    _front_walk(g, qf.ops, 0, int(qf.in_zp))
-    return g.ops, g.shapes
-
-
-def _front_walk(g: _Graph, items, t: int, zp: int) -> tuple[int, int]:
-    """Append ``items`` reading tensor ``t`` (zero point ``zp``); returns (tensor, zero point)."""
-    from tinycl.models import int8_front as F8
-    for it in items:
-        if isinstance(it, F8._Weighted):
-            t, zp = _front_weighted(g, it, t), int(it.out_zp)
-        elif isinstance(it, F8._Plain):
-            t = _front_plain(g, it, t, zp)
-        elif isinstance(it, F8._Res):
-            t, zp = _front_residual(g, it, t, zp)
+    ids, zps = {qf.input_name: 0}, {qf.input_name: int(qf.in_zp)}
+    for it in qf.ops:
+        t = ids[it.inputs[0]]
+        if isinstance(it, Q8.Weighted):
+            ids[it.name], zps[it.name] = _front_weighted(g, it, t), int(it.out_zp)
+        elif isinstance(it, Q8.Add):
+            ids[it.name], zps[it.name] = _front_add(g, it, t, ids[it.inputs[1]]), int(it.out_zp)
+        elif isinstance(it, Q8.Keep):
+            ids[it.name], zps[it.name] = _front_keep(g, it, t, zps[it.inputs[0]]), zps[it.inputs[0]]
         else:
-            raise TinyclError(f"C export: front op {type(it).__name__} is not supported")
-    return t, zp
+            raise TinyclError(f"C export: front op {type(it).__name__} ('{it.name}') is not supported")
+    if ids[qf.output] != len(g.shapes) - 1:
+        raise TinyclError("C export: the front's output is not its last op")
+    return g.ops, g.shapes
 
 
 def _front_weighted(g: _Graph, it, t: int) -> int:
@@ -140,44 +138,45 @@ def _front_weighted(g: _Graph, it, t: int) -> int:
          "shift": it.shift.to(torch.int32)}
     a = {"x_zp": int(it.in_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin), "qmax": int(it.qmax)}
     if it.kind != "conv":
-        return g.add("linear_int8", [t], (it.wq.shape[0],), a, p, it.path)
+        if len(g.shapes[t]) != 1:
+            raise TinyclError(f"C export: linear '{it.name}' on a {len(g.shapes[t])}-d tensor is not supported")
+        return g.add("linear_int8", [t], (it.wq.shape[0],), a, p, it.name)
     k, s, pd = tuple(it.wq.shape[2:]), _pair(it.conv["stride"]), _pair(it.conv["padding"])
     a.update(kernel=k, stride=s, padding=pd, groups=int(it.conv["groups"]))
     out = (it.wq.shape[0],) + _pool_shape(g.shapes[t], k, s, pd)[1:]
-    return g.add("conv_int8", [t], out, a, p, it.path)
+    return g.add("conv_int8", [t], out, a, p, it.name)
 
 
-def _front_plain(g: _Graph, it, t: int, zp: int) -> int:
-    from tinycl.models.int8_front import _act_bounds
+def _front_keep(g: _Graph, it, t: int, zp: int) -> int:
+    from tinycl.models.int8_ops import act_bounds
     shape, k = g.shapes[t], it.kind
     if k in ("maxpool", "avgpool"):
-        kk, ss, pp = _pair(it.kw["kernel_size"]), _pair(it.kw["stride"]), _pair(it.kw["padding"])
+        kk, ss, pp = _pair(it.kw["kernel"]), _pair(it.kw["stride"]), _pair(it.kw["padding"])
         a = {"kernel": kk, "stride": ss, "padding": pp, "x_zp": zp,
              "include_pad": int(it.kw.get("count_include_pad", True))}
-        return g.add(k + "_int8", [t], _pool_shape(shape, kk, ss, pp), a)
+        return g.add(k + "_int8", [t], _pool_shape(shape, kk, ss, pp), a, name=it.name)
     if k == "gap":
-        return g.add("gap_int8", [t], (shape[0], 1, 1), {"x_zp": zp})
-    if k == "flatten":
-        return g.add("flatten", [t], (math.prod(shape),))
-    lo, hi = _act_bounds(k, it.scale, zp)
-    return g.add("clamp_int8", [t], shape, {"qmin": lo, "qmax": hi})
+        return g.add("gap_int8", [t], (shape[0], 1, 1), {"x_zp": zp}, name=it.name)
+    if k == "view" and len(it.kw["shape"]) == 1:
+        return g.add("flatten", [t], (math.prod(shape),), name=it.name)
+    if k in ("relu", "relu6"):
+        lo, hi = act_bounds(k, it.scale, zp)
+        return g.add("clamp_int8", [t], shape, {"qmin": lo, "qmax": hi}, name=it.name)
+    raise TinyclError(f"C export: front op '{it.name}' ({k}) is not supported")
 
 
-def _front_residual(g: _Graph, it, t: int, zp: int) -> tuple[int, int]:
-    ta, _ = _front_walk(g, it.body, t, zp)
-    tb, _ = _front_walk(g, it.shortcut, t, zp)
+def _front_add(g: _Graph, it, ta: int, tb: int) -> int:
     pr = it.params
     add = [pr[k] for k in ("left_shift", "a_mult", "a_shift", "b_mult", "b_shift", "out_mult", "out_shift")]
     a = {"x_zp": int(it.a_zp), "b_zp": int(it.b_zp), "out_zp": int(it.out_zp), "qmin": int(it.qmin),
          "qmax": int(it.qmax)}
-    o = g.add("add_int8", [ta, tb], g.shapes[ta], a, {"add": torch.tensor(add, dtype=torch.int32)})
-    return _front_walk(g, it.post, o, int(it.out_zp))
+    return g.add("add_int8", [ta, tb], g.shapes[ta], a, {"add": torch.tensor(add, dtype=torch.int32)}, it.name)
 
 
 # ----------------------------------------------------------------------------- back
 
 def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple]]:
-    """Ops and tensor shapes of a ``Network`` (its layer tree, current weights and BN statistics).
+    """Ops and tensor shapes of a ``Network`` (its captured graph, current weights and BN statistics).
 
     Refuses (TinyclError, one line) what the C backend cannot run: dropout with p > 0,
     LeakyReLU, a precision other than fp32.
@@ -185,55 +184,51 @@ def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple]
     prec = net.precision
     if (prec.weights, prec.activations, prec.gradients) != ("fp32", "fp32", "fp32"):
         raise TinyclError(f"C export: precision {prec.weights} is not supported (only fp32)")
+    root = net.root
     g = _Graph(net.input_shape)
-    _back_walk(g, net.root, 0, train_bn)
+    ids = {root.graph.input: 0}
+    for node in root.nodes:
+        ins = [ids[i] for i in node.inputs]
+        ids[node.name] = _back_node(g, node, root.ops[node.name], ins, train_bn)
     if not g.ops:
         raise TinyclError("C export: the back has no layers")
+    if ids[root.graph.output] != len(g.shapes) - 1:
+        raise TinyclError("C export: the back's output is not its last op")
     return g.ops, g.shapes
 
 
-def _back_walk(g: _Graph, layer, t: int, train_bn: bool) -> int:
-    from tinycl.models.network import Residual, Sequential
-    if isinstance(layer, Sequential):
-        for ch in layer.children:
-            t = _back_walk(g, ch, t, train_bn)
-        return t
-    if isinstance(layer, Residual):
-        a = _back_walk(g, layer.body, t, train_bn)
-        b = _back_walk(g, layer.shortcut, t, train_bn)
-        return _back_walk(g, layer.post, g.add("add", [a, b], g.shapes[a], name=layer.name), train_bn)
-    return _back_leaf(g, layer, t, train_bn)
-
-
-def _back_leaf(g: _Graph, m, t: int, train_bn: bool) -> int:
+def _back_node(g: _Graph, node, m, ins: list[int], train_bn: bool) -> int:
+    t = ins[0]
     shape, kind = g.shapes[t], m.kind
     params = {k: p.value.detach().contiguous().to(torch.float32).clone() for k, p in m.params.items()}
+    if node.op == "add" and len(ins) == 2:
+        return g.add("add", ins, g.shapes[ins[0]], name=node.name)
     if kind == "conv2d":
         w = params["weight"]
         k, s, p = tuple(w.shape[2:]), _pair(m.stride), _pair(m.padding)
         a = {"kernel": k, "stride": s, "padding": p, "groups": int(m.groups)}
-        return g.add("conv2d", [t], (w.shape[0],) + _pool_shape(shape, k, s, p)[1:], a, params, m.name)
-    if kind == "linear":
-        return g.add("linear", [t], (params["weight"].shape[0],), {}, params, m.name)
-    if kind == "batchnorm2d":
+        return g.add("conv2d", [t], (w.shape[0],) + _pool_shape(shape, k, s, p)[1:], a, params, node.name)
+    if kind == "linear" and len(shape) == 1:
+        return g.add("linear", [t], (params["weight"].shape[0],), {}, params, node.name)
+    if kind == "batchnorm2d" and len(shape) == 3:
         a = {"eps": float(m.eps), "momentum": float(m.momentum), "train": bool(train_bn and not m.frozen_stats),
              "running_mean": m.buffers["running_mean"].detach().to(torch.float32).clone(),
              "running_var": m.buffers["running_var"].detach().to(torch.float32).clone()}
-        return g.add("batchnorm", [t], shape, a, params, m.name)
+        return g.add("batchnorm", [t], shape, a, params, node.name)
     if kind in ("relu", "relu6"):
-        return g.add(kind, [t], shape, name=m.name)
+        return g.add(kind, [t], shape, name=node.name)
     if kind in ("maxpool2d", "avgpool2d"):
         kk, ss, pp = _pair(m.kernel), _pair(m.stride), _pair(m.padding)
         a = {"kernel": kk, "stride": ss, "padding": pp}
-        return g.add(kind[:-2], [t], _pool_shape(shape, kk, ss, pp), a, name=m.name)
+        return g.add(kind[:-2], [t], _pool_shape(shape, kk, ss, pp), a, name=node.name)
     if kind == "global_avgpool":
-        return g.add("gap", [t], (shape[0], 1, 1), name=m.name)
-    if kind == "flatten":
-        return g.add("flatten", [t], (math.prod(shape),), name=m.name)
+        return g.add("gap", [t], (shape[0], 1, 1), name=node.name)
+    if kind == "reshape" and len(node.shape) == 1:
+        return g.add("flatten", [t], (math.prod(shape),), name=node.name)
     if kind == "identity" or (kind == "dropout" and m.p == 0):
         return t
-    what = f"{kind} (p={m.p})" if kind == "dropout" else kind
-    raise TinyclError(f"C export: back layer '{m.name}' of kind {what} is not supported; "
+    what = f"{kind} (p={m.p})" if kind == "dropout" else node.op
+    raise TinyclError(f"C export: back layer '{node.name}' of kind {what} is not supported; "
                       f"supported: {', '.join(BACK_KINDS)}")
 
 
