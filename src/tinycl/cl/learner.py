@@ -21,16 +21,20 @@ from tqdm import tqdm
 
 from ..errors import TinyclError
 from ..kernels.optim import SGD
-from ..models.convert import from_torch
+from ..graph import Graph
+from ..models.convert import from_graph, from_torch
 from ..models.layers import BatchNorm2d
 
 
 class Learner:
-    """Trains ``back`` (a torch module, imported into a tinycl Network) on latents."""
+    """Trains ``back`` (a captured graph, or a torch module to capture) on latents."""
 
-    def __init__(self, back: nn.Module, latent_shape, precision: str, lr: float, momentum: float,
+    def __init__(self, back: nn.Module | Graph, latent_shape, precision: str, lr: float, momentum: float,
                  weight_decay: float, generator: torch.Generator):
-        self.net = from_torch(back, tuple(latent_shape), precision=precision).train()
+        if isinstance(back, Graph):
+            self.net = from_graph(back, precision=precision).train()
+        else:
+            self.net = from_torch(back, tuple(latent_shape), precision=precision).train()
         self.net.generator = generator
         self.opt = SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.gen = generator

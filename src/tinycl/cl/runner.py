@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import TinyclError
-from ..models.macs import count_macs
+from ..graph.counts import total_macs
 from ..numerics.latent_quant import LatentQuantizer
 from ..numerics.precision import get_precision
 from ..report import jsonout
@@ -206,8 +206,8 @@ def _run(cfg, out, state, progress, stop_after, annotate, setup) -> dict:
         acc.correct, acc.total = _counts(state["acc_correct"]), _counts(state["acc_total"])
         log, start, diverged_from = state["log"], state["next"], state.get("diverged_from")
 
-    back_macs = count_macs(setup.back, setup.latent_shape)
-    front_macs = count_macs(setup.model, ds.image_shape)["forward"] - back_macs["forward"]
+    back_macs = total_macs(setup.back)   # what the learner computes: no input gradient of the back's first layer
+    front_macs = total_macs(setup.graph)["forward"] - back_macs["forward"]
     test_y = ds.test.y
     bar = tqdm(total=T, initial=start, desc="experiences", unit="exp", disable=None if progress else True)
     for i in range(start, T):

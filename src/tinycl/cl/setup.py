@@ -12,7 +12,9 @@ from torch import nn
 from ..data import load as load_data
 from ..errors import TinyclError
 from ..models.int8_front import quantize_front
-from ..models.registry import create, split_points
+from ..graph import Graph, capture
+from ..models.convert import FloatFront
+from ..models.registry import create
 from . import backbone as B
 from .scenarios import class_incremental
 
@@ -26,7 +28,7 @@ class Setup:
     stream: list
     model: nn.Module          # full model with backbone weights (eval)
     front: nn.Module          # INT8 QuantizedFront, or the float front
-    back: nn.Module
+    back: Graph               # the captured back (from the latent layer to the logits)
     mean: torch.Tensor
     std: torch.Tensor
     class_order: list[int]
@@ -34,6 +36,7 @@ class Setup:
     train_latents: torch.Tensor
     test_latents: torch.Tensor
     latent_shape: tuple
+    graph: Graph = None       # the whole captured model
 
 
 def _order(num_classes: int, first: list[int], seed: int, given) -> list[int]:
@@ -82,11 +85,18 @@ def _latents(front, x_uint8, mean, std, batch=500) -> torch.Tensor:
     return torch.cat([front(B.to_input(x_uint8[i:i + batch], mean, std)) for i in range(0, len(x_uint8), batch)])
 
 
+def _split(model, cfg, shape) -> tuple[Graph, Graph, Graph]:
+    """(whole, front, back) graphs of ``model`` cut at the config's latent layer."""
+    graph = capture(model, shape)
+    try:
+        front, back = graph.split(cfg["latent_layer"])
+    except TinyclError as e:
+        raise TinyclError(f"config: 'latent_layer': {e}") from None
+    return graph, front, back
+
+
 def _check_split(cfg, ds) -> None:
-    points = split_points(create(cfg["model"], num_classes=ds.num_classes, input_shape=ds.image_shape))
-    if cfg["latent_layer"] not in points[:-1]:
-        raise TinyclError(f"config: 'latent_layer' must be one of {', '.join(points[:-1])}; "
-                          f"got {cfg['latent_layer']!r}")
+    _split(create(cfg["model"], num_classes=ds.num_classes, input_shape=ds.image_shape), cfg, ds.image_shape)
     if cfg["backbone"] == "none" and ds.experiences is None and cfg["initial_classes"] >= ds.num_classes:
         raise TinyclError(f"config: 'initial_classes' ({cfg['initial_classes']}) must be below the "
                           f"number of classes ({ds.num_classes})")
@@ -113,22 +123,17 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
         if initial >= ds.num_classes:
             raise TinyclError(f"initial_classes ({initial}) leaves no class to learn of {ds.num_classes}")
         stream = class_incremental(ds, initial, cfg["classes_per_experience"], class_order=order)
-    model = B.build_model(bb)
-    points = split_points(model)
-    if cfg["latent_layer"] not in points[:-1]:
-        raise TinyclError(f"config: 'latent_layer' must be one of {', '.join(points[:-1])}; "
-                          f"got {cfg['latent_layer']!r}")
-    cut = points.index(cfg["latent_layer"]) + 1
-    # Slicing a Sequential gives a new root in training mode around eval-mode children, which
-    # from_torch would read as frozen BatchNorms: give both halves the model's (eval) mode.
-    front, back = model[:cut].eval(), model[cut:].eval()
+    model = B.build_model(bb)   # eval mode: the back's batch norms are not frozen, they train
+    graph, front_g, back = _split(model, cfg, ds.image_shape)
     mean, std = bb["mean"], bb["std"]
     if cfg["front_int8"]:
         g = torch.Generator().manual_seed(cfg["seed"])
         first = stream[0].train_idx
         calib = first[torch.randperm(len(first), generator=g)[:256]]
-        front = quantize_front(front, B.to_input(ds.train.x[calib], mean, std))
+        front = quantize_front(front_g, B.to_input(ds.train.x[calib], mean, std))
+    else:
+        front = FloatFront(front_g)
     train_lat = _latents(front, ds.train.x, mean, std)
     test_lat = _latents(front, ds.test.x, mean, std)
     return Setup(ds, stream, model, front, back, mean, std, order, source, train_lat, test_lat,
-                 tuple(train_lat.shape[1:]))
+                 tuple(train_lat.shape[1:]), graph)

@@ -116,8 +116,10 @@ class _Recorder(fx.Interpreter):
     def __init__(self, gm):
         super().__init__(gm)
         self.values: dict[fx.Node, object] = {}
+        self.current: fx.Node | None = None
 
     def run_node(self, n):
+        self.current = n
         v = super().run_node(n)
         self.values[n] = v
         return v
@@ -129,6 +131,7 @@ def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[di
     flags = {m: m.training for m in module.modules()}
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     out = []
+    rec = None
     try:
         module.eval()
         with torch.no_grad():
@@ -141,7 +144,10 @@ def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[di
         raise
     except Exception as e:  # noqa: BLE001 - the model does not run on this shape
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TinyclError(f"the module does not accept input shape {tuple(input_shape)}: {msg}") from None
+        where = _where(gm, rec.current) if rec is not None and rec.current is not None else ""
+        small = any(k in msg for k in ("can't be greater than actual input", "Output size is too small"))
+        what = "input too small" if small else "the module does not accept input shape"
+        raise TinyclError(f"{what} {tuple(input_shape)}{where}: {msg}") from None
     finally:
         for m, t in flags.items():
             m.training = t
@@ -149,6 +155,17 @@ def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[di
             for b, saved in buffers:
                 b.copy_(saved)
     return out
+
+
+def _where(gm: fx.GraphModule, n: fx.Node) -> str:
+    """`` at layer 'path' (Type)`` for the node that failed."""
+    if n.op == "call_module":
+        return f" at layer '{n.target}' ({type(gm.get_submodule(n.target)).__name__})"
+    stack = n.meta.get("nn_module_stack") or {}
+    if stack:
+        path, typ = list(stack.values())[-1]
+        return f" at '{n.name}' in layer '{path}' ({getattr(typ, '__name__', typ)})"
+    return ""
 
 
 def capture(module: nn.Module, input_shape) -> Graph:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import TinyclError
-from ..graph import capture
+from ..graph import Graph, capture
 from ..graph.modules import register_custom
 from .build import CUSTOM_BUILDERS
 from .engine import GraphLayer
@@ -67,3 +67,34 @@ def from_torch(module: nn.Module, input_shape, precision="fp32", impl: str = "at
     net.training = module.training
     net.graph = graph
     return net
+
+
+def from_graph(graph: Graph, precision="fp32", impl: str = "aten", channels_last: bool | None = None,
+               training: bool = True) -> Network:
+    """A :class:`Network` running a captured graph (e.g. the back of ``graph.split(latent_layer)``).
+
+    The network gets its own copies of the graph's parameters and buffers.
+    """
+    if impl not in ("aten", "im2col"):
+        raise TinyclError(f"unknown impl {impl!r}; allowed: aten, im2col")
+    net = Network(GraphLayer(graph), graph.input_shape, precision, impl, channels_last)
+    net.frozen |= set(graph.frozen)
+    net.training = training
+    net.graph = graph
+    return net
+
+
+class FloatFront(nn.Module):
+    """A frozen float front (``front_int8: false``): the front graph run in eval mode."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.net = from_graph(graph, training=False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.predict(x)
+
+    def nbytes(self) -> int:
+        """FP32 weights of the front (bytes)."""
+        return 4 * sum(p.numel() for p in self.net.named_parameters().values())

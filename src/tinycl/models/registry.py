@@ -67,8 +67,17 @@ def create(name: str, num_classes: int | None = None, input_shape: tuple[int, in
     input too small for the model's downsampling. The returned module carries
     ``zoo_name``, ``input_shape`` (C, H, W) and ``num_classes`` attributes.
     """
-    from tinycl.models.zoo._shapes import infer_shape  # lazy, see _load_zoo
+    from tinycl.models.user import build_user_model, is_user_spec
 
+    if is_user_spec(name):
+        if num_classes is None or input_shape is None:
+            raise TinyclError(f"model {name}: give num_classes and input_shape for a user model")
+        model = build_user_model(name, num_classes, input_shape, **kwargs)
+        out = _output_shape(model, tuple(input_shape), name)
+        if out != (num_classes,):
+            raise TinyclError(f"model {name}: output shape {tuple(out)} is not ({num_classes},)")
+        model.zoo_name, model.input_shape, model.num_classes = name, tuple(input_shape), int(num_classes)
+        return model
     fn = _builder(name)
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
@@ -82,16 +91,37 @@ def create(name: str, num_classes: int | None = None, input_shape: tuple[int, in
     model = fn(**kwargs)
     cfg = {**default_config(name), **kwargs}
     shape = tuple(int(v) for v in cfg["input_shape"])
-    try:
-        out = infer_shape(model, shape)
-    except TinyclError as e:
-        raise TinyclError(f"model '{name}' with input {'x'.join(map(str, shape))}: {e}") from None
+    out = _output_shape(model, shape, name)
     if out != (cfg["num_classes"],):
         raise TinyclError(f"model '{name}': output shape {out} is not ({cfg['num_classes']},)")
     model.zoo_name = name
     model.input_shape = shape
     model.num_classes = int(cfg["num_classes"])
     return model
+
+
+def _output_shape(model: nn.Module, shape: tuple, name: str) -> tuple:
+    """One sample's output shape, from the captured graph; a model with a layer tinycl cannot train
+    (e.g. a GroupNorm ``norm_layer``) is still built: its shape comes from running it once."""
+    import torch
+
+    from tinycl.errors import UnsupportedLayerError
+    from tinycl.graph import capture
+    try:
+        graph = capture(model, shape)
+        return tuple(graph[graph.output].shape)
+    except UnsupportedLayerError:
+        pass
+    except TinyclError as e:
+        raise TinyclError(f"model '{name}' with input {'x'.join(map(str, shape))}: {e}") from None
+    was = model.training
+    try:
+        with torch.no_grad():
+            return tuple(model.eval()(torch.zeros(1, *shape)).shape[1:])
+    except Exception as e:  # noqa: BLE001 - the model does not run on this shape
+        raise TinyclError(f"model '{name}' with input {'x'.join(map(str, shape))}: {str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was)
 
 
 def split_points(module: nn.Module) -> list[str]:
