@@ -23,8 +23,8 @@ def _run(args) -> int:
     from .report.run_report import diverged_line, plots, summary
 
     if args.resume:
-        if args.config or args.set or args.data:
-            raise TinyclError("--resume takes the config saved in the run folder; drop --config/--set/--data")
+        if args.config or args.set or args.data or args.model:
+            raise TinyclError("--resume takes the config saved in the run folder; drop --config/--set/--data/--model")
         out = args.resume
         cfg = {}
         if not os.path.isdir(out):
@@ -33,6 +33,8 @@ def _run(args) -> int:
         cfg = C.load_file(args.config) if args.config else {}
         if args.data:
             cfg["data"] = args.data
+        if args.model:
+            cfg["model"] = args.model
         cfg = C.apply_sets(cfg, args.set)
         cfg = C.validate(cfg)
         out = args.out
@@ -127,6 +129,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinycl: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
 
 
+def _layers(args) -> int:
+    from .graph import capture
+    from .graph.table import format_layers, layer_rows
+    from .models.registry import create
+    from .report import jsonout
+
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise TinyclError(f"--input-shape must be integers like 3,32,32, got {args.input_shape!r}") from None
+        if not shape or min(shape) < 1:
+            raise TinyclError(f"--input-shape must be positive integers, got {args.input_shape!r}")
+    if args.num_classes < 1:
+        raise TinyclError(f"--num-classes must be >= 1, got {args.num_classes}")
+    model = create(args.model, num_classes=args.num_classes, input_shape=shape)
+    rows = layer_rows(capture(model, model.input_shape))
+    print(jsonout.dumps({"model": args.model, "input_shape": list(model.input_shape), "layers": rows}, indent=1)
+          if args.json else format_layers(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tinycl", description="On-device continual learning: quantized latent "
                                 "replay, explicit training kernels, device cost models.")
@@ -139,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML config file (keys: see docs/cli.md)")
     r.add_argument("--data", help="shipped | cifar10:PATH | imagefolder:PATH[?size=HxW&channels=C] | "
                                   "core50:PATH[?scenario=S&run=R] (see docs/data.md)")
+    r.add_argument("--model", help="zoo name, or your own model as FILE.py:FACTORY (same as --set model=...)")
     r.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its folder")
@@ -160,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_pretrain)
+
+    ly = sub.add_parser("layers", help="the nodes of a model: output shape, parameters, MACs, split points",
+                        description="Capture a model (zoo name or FILE.py:FACTORY) and list its nodes, to "
+                                    "choose a latent layer.")
+    ly.add_argument("--model", default="resnet8", help="zoo name or FILE.py:FACTORY")
+    ly.add_argument("--input-shape", help="C,H,W (default: the zoo model's; required for FILE.py models)")
+    ly.add_argument("--num-classes", type=int, default=10)
+    ly.add_argument("--json", action="store_true")
+    ly.set_defaults(func=_layers)
 
     from .hw.commands import register as register_hw
     register_hw(sub)

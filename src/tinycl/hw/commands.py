@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("profile", help="modelled cost of one learning event on a device",
                               description="Per-layer MACs, cycles, latency, energy and peak memory of one "
                                           "learning event (INT8 frozen front + trained back) on a target.")
-    p.add_argument("--model", help="zoo model name (tinycl.models.registry)")
+    p.add_argument("--model", help="zoo model name (tinycl.models.registry) or FILE.py:FACTORY")
+    p.add_argument("--input-shape", help="C,H,W of one sample (default: the zoo model's; needed for FILE.py)")
+    p.add_argument("--num-classes", type=int, help="classes of the model's output (default: the zoo model's)")
     p.add_argument("--config", help="YAML file with keys: " + ", ".join(sorted(_CONFIG_KEYS)))
     p.add_argument("--target", help=f"built-in target ({', '.join(list_targets())}) or a YAML file path")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
@@ -64,6 +66,13 @@ def _settings(args) -> dict:
         v = getattr(args, k, None)
         if v is not None:
             cfg[k] = v
+    if getattr(args, "input_shape", None):
+        try:
+            cfg["input_shape"] = [int(v) for v in args.input_shape.split(",")]
+        except ValueError:
+            raise TinyclError(f"--input-shape must be integers like 3,32,32, got {args.input_shape!r}") from None
+    if getattr(args, "num_classes", None) is not None:
+        cfg["num_classes"] = args.num_classes
     for k, d in (("precision", "fp32"), ("batch", 1), ("n_replays", 0), ("lr_bits", 8)):
         cfg.setdefault(k, d)
     if not cfg.get("model"):
