@@ -19,39 +19,54 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+import types
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from tinycl import from_torch
-from tinycl.kernels.macs import conv2d_macs, linear_macs
+from tinycl.graph import capture
+from tinycl.graph.counts import total_macs
 from tinycl.kernels.optim import SGD
-from tinycl.models.registry import create
+from tinycl.models.registry import create, list_models
 
 MODELS = [("tinycl-net", {}), ("resnet8", {}), ("mobilenet-v1", dict(width=0.25, input_shape=(3, 32, 32)))]
+# real library models (--real): torchvision, timm and a user-written residual net, on 32x32 inputs
+REAL = [("mobilenet_v2", {}), ("mobilenet_v3_small", {}), ("resnet18", {}), ("shufflenet_v2_x0_5", {}),
+        ("timm:lcnet_050", {}), ("user-resnet", {})]
 
 
 def step_macs(model: nn.Module, input_shape, batch: int) -> int:
-    """Forward + both backward MACs of all conv and linear layers for one step."""
-    total = 0
+    """Forward + both backward MACs of all conv and linear layers for one step, as the learner computes
+    them (from the captured graph: no input gradient of the first layer)."""
+    c = total_macs(capture(model, input_shape), batch)
+    return c["forward"] + c["backward_input"] + c["backward_weight"]
 
-    def hook(m, inp, out):
-        nonlocal total
-        x = inp[0]
-        if isinstance(m, nn.Conv2d):
-            c = conv2d_macs(x.shape[0], m.in_channels, m.out_channels, x.shape[2], x.shape[3], *m.kernel_size,
-                            m.stride, m.padding, m.groups)
-        else:
-            c = linear_macs(x.shape[0], m.in_features, m.out_features)
-        total += c["forward"] + c["backward_input"] + c["backward_weight"]
 
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(batch, *input_shape))
-    for h in hs:
-        h.remove()
-    return total
+def real_model(name: str) -> nn.Module:
+    """A library model (torchvision / timm) or the tests' user-written residual network, 10 classes."""
+    if name == "user-resnet":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from user_model import make
+        return make(10, (3, 32, 32))
+    if name.startswith("timm:"):
+        sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+        import timm
+        return timm.create_model(name[5:], num_classes=10)
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision.models as tvm
+    return getattr(tvm, name)(num_classes=10)
+
+
+def build(name, kw):
+    if name in list_models():
+        return create(name, **kw)
+    m = real_model(name)
+    m.input_shape, m.num_classes = (3, 32, 32), 10
+    return m
 
 
 def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
@@ -73,8 +88,8 @@ def timed(fn, k: int) -> float:
 
 
 def run_case(name, kw, batch, precisions, rounds, k):
-    model = create(name, **kw)
-    ref = create(name, **kw)
+    model = build(name, kw)
+    ref = build(name, kw)
     ref.load_state_dict(model.state_dict())
     shape = model.input_shape
     g = torch.Generator().manual_seed(0)
@@ -115,7 +130,7 @@ def run_case(name, kw, batch, precisions, rounds, k):
         for p, fn in nets.items():
             samples[p].append(timed(fn, k))
     med = {p: statistics.median(v) for p, v in samples.items()}
-    macs = step_macs(create(name, **kw), shape, batch)
+    macs = step_macs(build(name, kw), shape, batch)
     return med, macs
 
 
@@ -124,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--real", action="store_true", help="real library models (fp32 only) instead of the zoo")
+    ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes (default 1,32)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds, k = (3, 3) if args.quick else (7, 5)
@@ -134,9 +151,12 @@ def main(argv=None) -> int:
     print(hdr)
     print("|---" * (hdr.count("|") - 1) + "|")
     rows = []
-    for name, kw in MODELS:
-        for batch in (1, 32):
-            med, macs = run_case(name, kw, batch, ["fp32", "fp16", "bf16"], rounds, k if batch == 32 else 4 * k)
+    precisions = ["fp32"] if args.real else ["fp32", "fp16", "bf16"]
+    for name, kw in (REAL if args.real else MODELS):
+        for batch in (int(b) for b in args.batches.split(",")):
+            med, macs = run_case(name, kw, batch, precisions, rounds, k if batch == 32 else 4 * k)
+            med.setdefault("fp16", float("nan"))
+            med.setdefault("bf16", float("nan"))
             gf = 2 * macs / med["fp32"] / 1e9
             row = dict(model=name, batch=batch, threads=args.threads, step_macs=macs,
                        torch_s=med["torch"], fp32_s=med["fp32"], fp16_s=med["fp16"], bf16_s=med["bf16"],
