@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from tinycl.cl.backbone import load_backbone, pretrain, save_backbone
+from tinycl.cl.backbone import pretrain, save_backbone
 from tinycl.cl.config import validate
 from tinycl.cl.footprint import ENTRY_IDS
 from tinycl.cl.runner import run

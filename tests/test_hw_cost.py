@@ -10,7 +10,7 @@ from torch import nn
 from tinycl.errors import TinyclError
 from tinycl.hw.cost import learning_event_cost, profile
 from tinycl.hw.energy import battery_life_hours
-from tinycl.hw.target import TARGET_DIR, load_target, parse_target
+from tinycl.hw.target import load_target, parse_target
 from tinycl.hw.tiling import tile_step
 from tinycl.hw.workload import build_workload
 

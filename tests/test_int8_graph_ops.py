@@ -1,6 +1,5 @@
 """INT8 front on graph ops beyond conv chains: mul, cat, tables, standalone BN, a torchvision MobileNetV2 front."""
 
-import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn

@@ -7,7 +7,7 @@ Layers with geometry (norms, conv1d, pools, upsampling) are in test_kernels_grap
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tinycl.errors import TinyclError

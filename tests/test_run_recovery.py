@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cl_fixtures import make_image_folder
-from test_cli_bad_inputs import _blob, evil_state_file
+from test_cli_bad_inputs import evil_state_file
 from tinycl.cl import checkpoint
 from tinycl.cl.runner import run
 from tinycl.errors import TinyclError

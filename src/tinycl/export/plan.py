@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tinycl.errors import TinyclError
-from tinycl.kernels.macs import conv_out_size
+from tinycl.kernels.macs import conv_out_size, pair
 
 FRONT_KINDS = ("conv_int8", "linear_int8", "add_int8", "maxpool_int8", "avgpool_int8", "gap_int8",
                "clamp_int8", "flatten")
@@ -88,8 +88,7 @@ class Plan:
         return [f"{op.name}.{k}" for op in self.back for k in op.params]
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+_pair = pair
 
 
 def _pool_shape(shape, k, s, p):

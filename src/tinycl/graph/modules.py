@@ -6,11 +6,9 @@ from typing import Callable
 
 from torch import nn
 
+from ..kernels.macs import pair as _pair
+
 _ALIAS = "alias"
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
 
 def _one(v) -> int:

@@ -115,20 +115,16 @@ class Tiled(Flat):
         return cyc, tp.l1_bytes
 
 
-def infer_padding(l: LayerWork) -> int:
-    """Smallest padding that gives the layer's output size (used when no model is at hand)."""
-    k, s, h, ho = l.geom["kh"], l.geom["stride"], l.in_shape[1], l.out_shape[1]
-    for p in range(k):
-        if (h + 2 * p - k) // s + 1 == ho:
-            return p
-    raise TinyclError(f"layer {l.name!r}: no padding gives output {ho} from input {h}")
-
-
-def _paddings(w: Workload, model) -> dict:
-    if model is not None:
-        from tinycl.hw.accel_eta.model import paddings
-        return paddings(model)
-    return {l.name: infer_padding(l) for l in w.layers if l.primitive in ("conv", "pointwise", "depthwise")}
+def conv_paddings(w: Workload, model=None) -> dict:
+    """Conv name -> padding, from the captured graph's geometry (square padding and stride only)."""
+    out = {}
+    for l in w.layers:
+        if l.primitive in ("conv", "pointwise", "depthwise"):
+            (ph, pw), (sh, sw) = l.geom["padding_hw"], l.geom["stride_hw"]
+            if ph != pw or sh != sw:
+                raise TinyclError(f"layer {l.name!r}: the ETA model needs square padding and stride")
+            out[l.name] = ph
+    return out
 
 
 class EtaArray:
@@ -146,7 +142,7 @@ class EtaArray:
         dram = [m for m in target.memory if m.bandwidth_bytes_per_cycle][-1].name
         by_name = {l.name: l for l in w.layers}
         out = []
-        for r in layer_steps(w, _paddings(w, model), cfg):
+        for r in layer_steps(w, conv_paddings(w, model), cfg):
             l = by_name.get(r.name)
             if l is None:   # the SGD update of all adaptive parameters, once per step
                 macs = dict(_ZERO, update=sum(x.macs["update"] for x in w.adaptive))
@@ -179,7 +175,7 @@ class TinyclPU:
         from tinycl.hw.accel_tinycl.layers import layer_passes
         arch = load_arch(None, target, self.overrides)
         level = target.memory[0].name
-        pads = _paddings(w, model)
+        pads = conv_paddings(w, model)
         per_step = w.steps * w.step_batch
         out = []
         for l in w.layers:

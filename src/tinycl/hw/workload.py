@@ -119,8 +119,10 @@ def _geom(node: Node) -> dict:
     a = node.attrs
     if node.op in ("conv2d", "conv1d"):
         k = a["kernel"]
+        pad, st = tuple(a["padding"]), tuple(a["stride"])
         return {"cin": a["in_channels"], "cout": a["out_channels"], "kh": k[0] if len(k) == 2 else 1,
-                "kw": k[-1], "stride": a["stride"][0], "groups": a["groups"]}
+                "kw": k[-1], "stride": st[0], "groups": a["groups"],
+                "padding_hw": pad if len(pad) == 2 else (0, pad[0]), "stride_hw": st if len(st) == 2 else (1, st[0])}
     if node.op == "linear":
         return {"cin": a["in_features"], "cout": a["out_features"], "kh": 1, "kw": 1, "stride": 1, "groups": 1}
     return {}

@@ -20,13 +20,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .macs import conv2d_macs, conv_out_size
+from .macs import conv2d_macs, conv_out_size, pair
 from .matmul import matmul, matmul_native
 
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward",
            "conv2d_macs", "im2col"]
 
-_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+_pair = pair
 
 
 def im2col(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:

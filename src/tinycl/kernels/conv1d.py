@@ -9,7 +9,6 @@ MACs: :func:`tinycl.kernels.macs.conv1d_macs`.
 
 from __future__ import annotations
 
-import torch
 
 from ..errors import TinyclError
 from . import conv

@@ -18,13 +18,17 @@ import math
 from ..errors import TinyclError
 
 
+def pair(v) -> tuple[int, int]:
+    """An int or an (h, w) sequence as an (h, w) tuple of ints: the one place that normalises sizes."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Output length of one spatial dimension of a convolution or pooling window."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _hw(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+_hw = pair
 
 
 def conv2d_macs(n: int, cin: int, cout: int, hin: int, win: int, kh: int, kw: int,

@@ -179,18 +179,6 @@ def _conv_shape(l, n: int) -> ConvShape:
                      0, g["groups"])
 
 
-def paddings(model: nn.Module) -> dict:
-    """Conv name -> padding (numeric, square; else a one-line error)."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            p = m.padding if isinstance(m.padding, tuple) else (m.padding, m.padding)
-            if isinstance(m.padding, str) or p[0] != p[1] or m.stride[0] != m.stride[1]:
-                raise TinyclError(f"layer {name!r}: the ETA model needs numeric, square padding and stride")
-            out[name] = p[0]
-    return out
-
-
 def layer_steps(w, pads: dict, cfg: ArrayConfig) -> list[LayerStep]:
     """The array and unified-core steps of a built workload: adaptive layers run the three steps on
     ``w.step_batch`` samples, frozen layers the forward on one sample; the SGD update of the
@@ -229,7 +217,8 @@ def eta_training_step(model: nn.Module, input_shape, cfg: ArrayConfig, batch: in
     if batch < 1:
         raise TinyclError(f"batch must be >= 1, got {batch}")
     w = build_workload(model, tuple(input_shape), None, "int8", batch=batch)
-    rows = layer_steps(w, paddings(model), cfg)
+    from tinycl.hw.mappings import conv_paddings
+    rows = layer_steps(w, conv_paddings(w), cfg)
     array_cycles = sum(sum(r.cycles.values()) for r in rows if r.kind == "conv")
     core_cycles = sum(sum(r.cycles.values()) for r in rows if r.kind != "conv")
     cycles = array_cycles + core_cycles

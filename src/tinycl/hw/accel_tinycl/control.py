@@ -37,35 +37,31 @@ class LayerSpec:
     module: nn.Module
 
 
-def plan(model: nn.Sequential, input_shape: tuple) -> list[LayerSpec]:
-    """Flatten a Conv/ReLU/Flatten/Linear ``nn.Sequential`` into layer specs with shapes."""
-    specs, shape = [], tuple(input_shape)
-    for name, m in model.named_children():
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                raise UnsupportedLayerError(f"layer {name!r}: the TinyCL PU models plain convs only "
-                                            "(groups=1, dilation=1, numeric zero padding)")
-            (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, m.stride, m.padding
-            out = (m.out_channels, (shape[1] + 2 * ph - kh) // sh + 1, (shape[2] + 2 * pw - kw) // sw + 1)
-            specs.append(LayerSpec(name, "conv", shape, out, m))
-        elif isinstance(m, nn.ReLU):
-            out = shape
-            specs.append(LayerSpec(name, "relu", shape, out, m))
-        elif isinstance(m, nn.Flatten):
-            out = (int(torch.tensor(shape).prod()),)
-            specs.append(LayerSpec(name, "flatten", shape, out, m))
-        elif isinstance(m, nn.Linear):
-            out = (m.out_features,)
-            specs.append(LayerSpec(name, "dense", shape, out, m))
-        else:
-            raise UnsupportedLayerError(f"layer {name!r} ({type(m).__name__}) is not supported by the TinyCL PU "
-                                        "model (allowed: Conv2d, ReLU, Flatten, Linear)")
-        shape = out
+def plan(model: nn.Module, input_shape: tuple) -> list[LayerSpec]:
+    """The model's captured graph as PU layer specs: a chain of Conv2d, ReLU, flatten and Linear."""
+    from tinycl.graph import capture
+    graph = capture(model, tuple(input_shape))
+    specs, prev = [], graph.input
+    kinds = {"conv2d": "conv", "relu": "relu", "reshape": "flatten", "linear": "dense"}
+    for node in graph.compute_nodes():
+        kind = kinds.get(node.op)
+        if kind is None or node.inputs != [prev] or (kind == "flatten" and len(node.shape) != 1):
+            why = "a chain of Conv2d, ReLU, Flatten and Linear" if kind else f"op {node.op!r}"
+            raise UnsupportedLayerError(f"layer {node.name!r} ({node.module_type or node.op}) is not supported by "
+                                        f"the TinyCL PU model (it runs {why})")
+        m = model.get_submodule(node.module) if kind in ("conv", "dense") else None
+        if kind in ("conv", "dense") and type(m) not in (nn.Conv2d, nn.Linear):
+            raise UnsupportedLayerError(f"layer {node.name!r}: the TinyCL PU model needs Conv2d / Linear modules")
+        if kind == "conv" and node.attrs["groups"] != 1:
+            raise UnsupportedLayerError(f"layer {node.name!r}: the TinyCL PU models plain convs only "
+                                        "(groups=1, dilation=1, numeric zero padding)")
+        specs.append(LayerSpec(node.name, kind, tuple(graph[prev].shape), tuple(node.shape), m))
+        prev = node.name
     return specs
 
 
 def num_params(specs: list[LayerSpec]) -> int:
-    return sum(p.numel() for s in specs for p in s.module.parameters())
+    return sum(p.numel() for s in specs if s.module is not None for p in s.module.parameters())
 
 
 def step_counts(arch: Arch, specs: list[LayerSpec], order: str) -> list[PassCount]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 
 from tinycl.errors import TinyclError, UnsupportedLayerError
+from tinycl.kernels.macs import pair
 
 from .arch import Arch
 from .counts import PassCount, dot_cycles, window_cycles
 from .window import dense_valid, walk_reads, walk_window_uses
 
-_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+_pair = pair
 
 
 def _kernel_words(arch, words, positions):

@@ -24,12 +24,13 @@ import math
 import torch
 
 from tinycl.errors import TinyclError, UnsupportedLayerError
+from tinycl.kernels.macs import pair
 
 from .arch import Arch
 from .counts import PassCount, dot_cycles, window_cycles
 from .window import check_order, dense_valid, moves
 
-_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+_pair = pair
 
 
 def _walk(order, canvas, mask, ho, wo, kh, kw, sh, sw, pc: PassCount, mem: str):
