@@ -70,16 +70,18 @@ class GraphLayer(Layer):
     def backward(self, dy, ctx, need_input=True):
         needs = self.needs_from_input if need_input else self.needs
         grads: dict[str, object] = {self.graph.output: dy}
+        owned: set[str] = set()   # gradients held only by ``grads``: later sums may add into them in place
         for n in reversed(self.nodes):
             g = grads.pop(n.name, None)
-            if g is None or not needs[n.name]:
-                self.ops[n.name].saved = None
-                continue
-            want = [needs[i] for i in n.inputs]
             op = self.ops[n.name]
+            if g is None or not needs[n.name]:
+                op.saved = None
+                continue
+            owned.discard(n.name)
             if n.op == "getitem":
                 self._add_part(grads, n.inputs[0], n.attrs["index"], g, len(self.graph[n.inputs[0]].shape))
                 continue
+            want = [needs[i] for i in n.inputs]
             if n.op in ("param", "const"):
                 op.backward(g, ctx)
                 continue
@@ -89,9 +91,30 @@ class GraphLayer(Layer):
                 outs = (op.backward(g, ctx, want[0]),)
             for k, w, gx in zip(n.inputs, want, outs):
                 if w and gx is not None:
-                    prev = grads.get(k)
-                    grads[k] = gx if prev is None else _sum(prev, gx)
+                    self._accumulate(grads, owned, k, gx, g)
         return grads.get(self.graph.input) if need_input else None
+
+    @staticmethod
+    def _accumulate(grads: dict, owned: set, k: str, gx: torch.Tensor, dy) -> None:
+        """Add ``gx`` into the gradient of tensor ``k`` (read by several nodes), in place when safe.
+
+        ``gx`` is fresh memory unless it shares storage with the ``dy`` its op received (add and
+        reshapes pass ``dy`` through); only fresh, unshared tensors are written in place."""
+        fresh = not isinstance(dy, torch.Tensor) or \
+            gx.untyped_storage().data_ptr() != dy.untyped_storage().data_ptr()
+        prev = grads.get(k)
+        if prev is None:
+            grads[k] = gx
+            if fresh:
+                owned.add(k)
+        elif k in owned:
+            prev.add_(gx)
+        elif fresh:
+            grads[k] = gx.add_(prev)
+            owned.add(k)
+        else:
+            grads[k] = prev + gx
+            owned.add(k)
 
     @staticmethod
     def _add_part(grads, parent, index, g, count):

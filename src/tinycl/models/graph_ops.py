@@ -14,6 +14,10 @@ from ..kernels import shape as S
 from .layers import Layer
 
 
+def _shape_only(t):
+    return torch.empty(t.shape, device="meta") if isinstance(t, torch.Tensor) else t
+
+
 class Multi(Layer):
     """Base of ops with ``forward_many`` / ``backward_many`` (a list of inputs)."""
 
@@ -33,7 +37,9 @@ class Binary(Multi):
     def forward_many(self, xs, ctx):
         a, b = self._operands(xs)
         y = ctx.act(getattr(E, f"{self.kind}_forward")(a, b))
-        self.saved = (a, b, y) if ctx.training else None
+        if ctx.training:   # add / sub need only the operands' shapes: keep shape-only (meta) tensors
+            keep = (lambda t: t) if self.kind in ("mul", "div") else _shape_only
+            self.saved = (keep(a), keep(b), y if self.kind == "div" else None)
         return y
 
     def backward_many(self, dy, ctx, needs):
