@@ -153,3 +153,60 @@ def test_channel_shuffle_split_cat_and_slicing():
             return self.fc(y.reshape(y.size(0), -1)[:, :72])
 
     check_against_autograd(Shuffle(), (8, 4, 5), batch=2)
+
+
+def test_more_torchvision_models_ceil_mode_pools_and_stochastic_depth():
+    tvm = torchvision_models()
+    check_against_autograd(_no_randomness(tvm.squeezenet1_1(num_classes=10)), (3, 48, 48), batch=2)
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+    setting, last = _efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.34)   # B0's ops, slim
+    check_against_autograd(_no_randomness(EfficientNet(setting, 0.2, num_classes=10, last_channel=last)),
+                           (3, 48, 48), batch=3)
+
+
+def test_timm_models_batchnormact_layernorm2d_and_layer_scale():
+    import timm  # installed without dependencies by `make` (see Makefile)
+    for name in ("lcnet_050", "convnext_atto"):
+        check_against_autograd(_no_randomness(timm.create_model(name, num_classes=10)), (3, 32, 32), batch=2)
+
+
+def test_mcunet_style_network():
+    from mcunet.tinynas.nn.modules import ConvLayer, IdentityLayer, LinearLayer, MBInvertedConvLayer
+    from mcunet.tinynas.nn.networks.proxyless_nets import MobileInvertedResidualBlock, ProxylessNASNets
+    blocks = []
+    for cin, cout, k, s, e in [(16, 8, 3, 1, 1), (8, 16, 5, 2, 3), (16, 16, 3, 1, 4), (16, 24, 7, 2, 6)]:
+        short = IdentityLayer(cin, cin) if s == 1 and cin == cout else None
+        blocks.append(MobileInvertedResidualBlock(MBInvertedConvLayer(cin, cout, k, s, expand_ratio=e), short))
+    model = ProxylessNASNets(ConvLayer(3, 16, 3, stride=2, act_func="relu6"), blocks,
+                             ConvLayer(24, 32, 1, act_func="relu6"), LinearLayer(32, 10))
+    check_against_autograd(_no_randomness(model), (3, 32, 32), batch=2)
+
+
+class SequenceNet(nn.Module):
+    """A keyword-spotting style 1-d model with the remaining primitives."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 5, stride=2, padding=2)
+        self.bn = nn.BatchNorm1d(8)
+        self.pool = nn.MaxPool1d(3, 2, ceil_mode=True)
+        self.avg = nn.AvgPool1d(3, 2, padding=1, count_include_pad=False)
+        self.norm = nn.LayerNorm(8)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.img = nn.Conv2d(1, 2, 3, padding=1)
+        self.ada = nn.AdaptiveAvgPool2d((3, 2))
+        self.fc = nn.Linear(12, 6)
+        self.bn1 = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.avg(self.pool(F.gelu(self.bn(self.conv(x)))))         # N, 8, L
+        y = self.norm(y.transpose(1, 2))                                # N, L, 8: LayerNorm over channels
+        y = torch.tanh(y).unsqueeze(1)                                  # N, 1, L, 8
+        y = self.ada(F.silu(self.img(self.up(y))))                      # N, 2, 3, 2
+        y = F.hardswish(self.fc(y.flatten(1)))
+        return self.head(self.bn1(y))
+
+
+def test_one_dimensional_and_remaining_primitives():
+    check_against_autograd(SequenceNet(), (4, 37), batch=3)

@@ -69,7 +69,7 @@ def _pool(m, path, err):
         if any(d != 1 for d in size(m.dilation)) or m.return_indices:
             raise err("needs dilation 1 and return_indices=False")
     else:
-        if m.divisor_override:
+        if getattr(m, "divisor_override", None):
             raise err("has divisor_override; not supported")
         attrs["count_include_pad"] = bool(m.count_include_pad)
     return kind, attrs, {}, {}
