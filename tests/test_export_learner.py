@@ -333,10 +333,12 @@ def test_empty_memory_and_a_batch_of_one_with_batch_norm(data, tmp_path):
 
 
 def test_validation_rows_format():
-    from tinycl.export.measure import validation_rows
+    from tinycl.hw.measured import validation_rows
     from tinycl.hw.validate import format_table
     res = [{"latent_layer": "block3_1", "events": [{"new": 4, "replays": 4, "instructions": 1000,
                                                     "stm32l4_model_cycles": 250}]}]
-    rows = validation_rows(res)
+    rows = validation_rows(res, overrides={"cpi": 1.0})
     assert rows[0]["published"] == 1000 and rows[0]["modelled"] == 250 and rows[0]["error"] == -0.75
     assert "block3_1" in format_table(rows) and "-75%" in format_table(rows)
+    rows = validation_rows(res, overrides={"cpi": 2.0})   # 1000 instructions x 2 cycles each
+    assert rows[0]["published"] == 2000 and rows[0]["error"] == -0.875

@@ -280,7 +280,12 @@ def classify(rs: list[Row], values: dict) -> dict:
 
 
 def rows(fast: bool = False) -> list[dict]:
-    """Evaluate and classify every row."""
+    """Evaluate and classify every row; the measured rows (Cortex-M4F emulator) come last."""
+    from tinycl.hw.measured import measured_rows
+    return _model_rows(fast) + measured_rows()
+
+
+def _model_rows(fast: bool) -> list[dict]:
     rs = table_rows(fast)
     values = {r.figure: r.compute({}) for r in rs}
     kinds = classify(rs, values)

@@ -1,7 +1,8 @@
 """Measure the generated learner on the Cortex-M4F emulator: instructions per learning event,
 flash and RAM, beside the memory planner and the STM32L4 cost model for the same event.
 
-    python -m tinycl.export.measure [--layers block3_1 block2_1] [--keep DIR] [--rows]
+    .venv/bin/python bench/deploy_measure.py [--layers block3_1 block2_1] [--keep DIR] [--rows]
+        [--write src/tinycl/hw/measured/cortex-m4f.json]   # the figures `tinycl validate` shows
 
 Needs gcc, make, arm-none-eabi-gcc and qemu-system-arm. The learner is the one of the
 tests: the shipped ResNet-8 backbone split after the latent layer, INT8 front calibrated
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from .generate import generate, read_output, write_input
-from .plan import build_plan
-from .planner import arena_blocks, arena_bytes, state_bytes
-from .reference import Reference
+from tinycl.export.generate import generate, read_output, write_input
+from tinycl.export.plan import build_plan
+from tinycl.export.planner import arena_blocks, arena_bytes, state_bytes
+from tinycl.export.reference import Reference
 
 
 def resnet8_learner(latent_layer="block3_1", bits=8, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0):
@@ -36,22 +37,21 @@ def resnet8_learner(latent_layer="block3_1", bits=8, capacity=24, fill=20, max_n
     from tinycl.cl.memory import ReplayMemory
     from tinycl.data.shipped import load_shipped
     from tinycl.kernels.optim import SGD
-    from tinycl.models.convert import from_torch
+    from tinycl.graph import capture
+    from tinycl.models.convert import from_graph
     from tinycl.models.int8_front import quantize_front
-    from tinycl.models.registry import split_points
     from tinycl.numerics.latent_quant import LatentQuantizer
     from tinycl.numerics.rng import Pcg32
     bb, ds = B.load_backbone(B.SHIPPED), load_shipped()
     model = B.build_model(bb)
-    cut = split_points(model).index(latent_layer) + 1
-    front, back = model[:cut].eval(), model[cut:].eval()
+    front, back = capture(model, tuple(ds.train.x.shape[1:])).split(latent_layer)
     perm = torch.randperm(len(ds.train.x), generator=torch.Generator().manual_seed(seed))
     inp = lambda idx: B.to_input(ds.train.x[idx], bb["mean"], bb["std"])  # noqa: E731
     qf = quantize_front(front, inp(perm[:64]))
     lat = qf(inp(perm[64:64 + fill + 8]))
     mem = ReplayMemory(capacity, LatentQuantizer(bits).fit(lat), "reservoir", seed=seed)
     mem.add(lat[:fill], ds.train.y[perm[64:64 + fill]], 0)
-    net = from_torch(back, tuple(lat.shape[1:])).train()
+    net = from_graph(back).train()
     opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
     net.train_step(lat[fill:fill + 8], ds.train.y[perm[64 + fill:64 + fill + 8]], opt)
     plan = build_plan(qf, tuple(ds.train.x.shape[1:]), net, len(ds.classes), mem, opt, Pcg32(seed, 7),
@@ -103,34 +103,23 @@ def measure(latent_layer: str, work: Path) -> dict:
             "stm32l4_model_fits": model_p["total"]["fits"]}
 
 
-def validation_rows(results: list[dict]) -> list[dict]:
-    """Rows in the format of ``hw.validate.rows()``: the measured figure in ``published``
-    (kind ``measured``), the STM32L4 model's cycles in ``modelled`` (instructions vs cycles:
-    see docs/deploy.md for why they differ)."""
-    out = []
-    for r in results:
-        for e in r["events"][:2]:
-            meas, mod = e["instructions"], e["stm32l4_model_cycles"]
-            out.append({"figure": f"ResNet-8 learning event on Cortex-M4F, latent {r['latent_layer']}, "
-                                  f"{e['new']} new + {e['replays']} replays",
-                        "published": meas, "modelled": mod, "unit": "instr / cycles",
-                        "error": (mod - meas) / meas, "kind": "measured",
-                        "config": "generated C (portable, -O2) under qemu-system-arm -icount; model: stm32l4 fp32, "
-                                  "INT8 front, SGD momentum"})
-    return out
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", nargs="+", default=["block3_1", "block2_1"])
     ap.add_argument("--keep", default=None, help="folder for the generated projects (default: a temporary one)")
     ap.add_argument("--rows", action="store_true", help="print validation-table rows instead of JSON")
+    ap.add_argument("--write", metavar="FILE.json", help="also write the results (with this command) to FILE")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
         results = [measure(layer, work) for layer in args.layers]
+    if args.write:
+        import sys
+        doc = {"command": "python " + " ".join(sys.argv), "results": results}
+        Path(args.write).write_text(json.dumps(doc, indent=1) + "\n")
     if args.rows:
+        from tinycl.hw.measured import validation_rows
         from tinycl.hw.validate import format_table
         print(format_table(validation_rows(results)))
     else:
