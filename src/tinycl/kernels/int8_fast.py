@@ -177,8 +177,9 @@ def _first_at_least(m, s, zp, target, lo, hi):
     while bool((lo < hi).any()):
         mid = torch.div(lo + hi, 2, rounding_mode="floor")
         ok = _mbqm_ref(mid, m, s) + zp >= target
-        hi = torch.where(ok, mid, hi)
-        lo = torch.where(ok, lo, mid + 1)
+        live = lo < hi
+        hi = torch.where(live & ok, mid, hi)
+        lo = torch.where(live & ~ok, mid + 1, lo)
     return lo
 
 
@@ -204,14 +205,19 @@ def _requant_consts(mult: tuple, shift: tuple, zp: int, qmin: int, qmax: int, bo
     # ties away from zero: 2^31 less where a*M + 2^30 < 0, i.e. where a < 0 (a == -1 with
     # M == 2^30 gives floor(1/2 - 2^-e) = 0 either way). So it is
     # a*M + c + sign(a)*2^30 with c = 2^(30+e) + zp*D, sign(a) = clamp(2a + 1, -1, 1).
-    c = torch.where(e > 0, (torch.ones_like(e) << (e + 30)), 1 << 30) + zp * d
+    c = torch.where(e > 0, (torch.ones_like(e) << (e + 30)), 1 << 30)
     h = torch.where(e > 0, 1 << 30, 0)
     amax = torch.maximum(a_lo.abs(), a_hi.abs())
-    if bool((amax * m + c.abs() + h >= _EXACT_F64).any()):
+    if bool((amax * m + c + h >= _EXACT_F64).any()):
         return None
+    out_zp = 0.0  # zp is added inside the floor (zp * D in c) when that stays exact, else after it
+    if bool((amax * m + (c + zp * d).abs() + h >= _EXACT_F64).any()):
+        out_zp = float(zp)
+    else:
+        c = c + zp * d
     f64 = torch.float64
     inv_d = 1.0 / d.to(f64)  # powers of two: every scaled term stays on the grid 1/D, exactly
-    return (a_lo.to(f64), a_hi.to(f64), m.to(f64) * inv_d, c.to(f64) * inv_d, h.to(f64) * inv_d)
+    return (a_lo.to(f64), a_hi.to(f64), m.to(f64) * inv_d, c.to(f64) * inv_d, h.to(f64) * inv_d, out_zp)
 
 
 def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: int, qmin: int, qmax: int,
@@ -228,7 +234,8 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
     if consts is None:
         return None
     view = (1, -1) + (1,) * (acc.dim() - 2)
-    lo, hi, m, c, h = (v.reshape(view) for v in consts)
+    lo, hi, m, c, h = (v.reshape(view) for v in consts[:5])
+    out_zp = consts[5]
     out = torch.empty_like(acc, dtype=torch.int8)
     n = acc.shape[0]
     step = max(1, TILE_ELEMS // max(1, acc[0].numel()))
@@ -236,7 +243,10 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
         a = acc[i:i + step].to(torch.float64, copy=True).clamp_(lo, hi)
         t = torch.addcmul(c, a, m)
         t.addcmul_(a.mul_(2.0).add_(1.0).clamp_(-1.0, 1.0), h)
-        out[i:i + step].copy_(t.floor_())
+        t.floor_()
+        if out_zp:
+            t += out_zp
+        out[i:i + step].copy_(t)
     return out
 
 
