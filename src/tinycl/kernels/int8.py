@@ -266,8 +266,8 @@ def global_avgpool_int8(q: torch.Tensor, zp: int) -> torch.Tensor:
 def add_int8(a: torch.Tensor, a_zp: int, b: torch.Tensor, b_zp: int, params: dict[str, int],
              out_zp: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX, fast_path: bool | None = None) -> torch.Tensor:
     """Quantized ``a + b`` (TFLite int8 ADD), see :func:`add_int8_ref`. On large INT8 tensors it is
-    one lookup in a table of all 65,536 code pairs built with the reference."""
-    if _use_fast(fast_path) and a.dtype == b.dtype == torch.int8 and a.shape == b.shape and a.numel() > 65536:
+    one lookup in a table of all 65,536 code pairs built with the reference (cached per parameters)."""
+    if _use_fast(fast_path) and a.dtype == b.dtype == torch.int8 and a.shape == b.shape and a.numel() >= 2048:
         return fast.add_lut(a, a_zp, b, b_zp, params, out_zp, qmin, qmax, add_int8_ref)
     return add_int8_ref(a, a_zp, b, b_zp, params, out_zp, qmin, qmax)
 

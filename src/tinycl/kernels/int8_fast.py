@@ -80,18 +80,25 @@ def onednn_int8_exact() -> bool:
 _packed: dict = {}
 
 
-def _packed_weight(w: torch.Tensor, x_zp_u: int, stride, padding, groups):
-    """oneDNN-packed ``w``, cached; an entry is used only if its weights are equal to ``w``."""
+def _packed_weight(w: torch.Tensor, bias: torch.Tensor | None, x_zp_u: int, stride, padding, groups):
+    """``(packed w, bound)``: oneDNN-packed ``w`` and ``255 * max_c sum|w[c]| + max|bias|``,
+    cached; an entry is used only if its weights and bias are equal to these."""
     key = (tuple(w.shape), x_zp_u, tuple(stride), tuple(padding), groups, w.data_ptr())
     hit = _packed.get(key)
-    if hit is not None and torch.equal(hit[0], w):
-        return hit[1], hit[2]
+    if hit is not None and torch.equal(hit[0], w) and _same(hit[1], bias):
+        return hit[2], hit[3]
     if len(_packed) >= _CACHE_MAX:
         _packed.clear()
     wsum = int(w.to(torch.int32).abs().reshape(w.shape[0], -1).sum(dim=1).max()) if w.numel() else 0
     packed = _prepack(w.contiguous(), x_zp_u, stride, padding, groups)
-    _packed[key] = (w.clone(), packed, wsum)
-    return packed, wsum
+    bound = 255 * wsum + _bias_max(bias)
+    _packed[key] = (w.clone(), None if bias is None else bias.clone(), packed, bound)
+    return packed, bound
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                         and a.dtype == b.dtype and torch.equal(a, b))
 
 
 def _bias_max(bias: torch.Tensor | None) -> int:
@@ -108,8 +115,7 @@ def conv_acc_onednn(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Ten
     x_zp_u = int(x_zp) + 128  # code q is byte q + 128 as uint8
     if not 0 <= x_zp_u <= 255:
         return None
-    packed, wsum = _packed_weight(w, x_zp_u, stride, padding, groups)
-    bound = 255 * wsum + _bias_max(bias)
+    packed, bound = _packed_weight(w, bias, x_zp_u, stride, padding, groups)
     if bound >= _EXACT_F32:
         return None
     xu = torch.empty(x.shape, dtype=torch.uint8, memory_format=torch.channels_last)
@@ -220,6 +226,15 @@ def _requant_consts(mult: tuple, shift: tuple, zp: int, qmin: int, qmax: int, bo
     return (a_lo.to(f64), a_hi.to(f64), m.to(f64) * inv_d, c.to(f64) * inv_d, h.to(f64) * inv_d, out_zp)
 
 
+@lru_cache(maxsize=_CACHE_MAX)
+def _requant_view(mult: tuple, shift: tuple, zp: int, qmin: int, qmax: int, bound: int, dim: int):
+    consts = _requant_consts(mult, shift, zp, qmin, qmax, bound)
+    if consts is None:
+        return None
+    view = (1, -1) + (1,) * (dim - 2)
+    return tuple(v.reshape(view) for v in consts[:5]) + (consts[5],)
+
+
 def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: int, qmin: int, qmax: int,
                 bound: int) -> torch.Tensor | None:
     """INT8 codes of a float accumulator ``[N, C, ...]`` holding integers with ``|acc| <= bound``
@@ -229,13 +244,11 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
     :data:`TILE_ELEMS` elements (one sample or more) so that its passes stay in cache."""
     if acc.dim() < 2 or mult.numel() != acc.shape[1] or shift.numel() != acc.shape[1]:
         return None
-    consts = _requant_consts(tuple(mult.reshape(-1).tolist()), tuple(shift.reshape(-1).tolist()),
-                             int(zp), int(qmin), int(qmax), int(bound))
+    consts = _requant_view(tuple(mult.reshape(-1).tolist()), tuple(shift.reshape(-1).tolist()),
+                           int(zp), int(qmin), int(qmax), int(bound), acc.dim())
     if consts is None:
         return None
-    view = (1, -1) + (1,) * (acc.dim() - 2)
-    lo, hi, m, c, h = (v.reshape(view) for v in consts[:5])
-    out_zp = consts[5]
+    lo, hi, m, c, h, out_zp = consts
     out = torch.empty_like(acc, dtype=torch.int8)
     n = acc.shape[0]
     step = max(1, TILE_ELEMS // max(1, acc[0].numel()))
