@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from ..data import cache
 from ..data import load as load_data
 from ..errors import TinyclError
 from ..models.int8_front import quantize_front
 from ..models.registry import create, split_points
+from ..numerics import quant as Q
 from . import backbone as B
 from .scenarios import class_incremental
 
@@ -77,9 +80,43 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
     return b, "factory"
 
 
+def _front_key(front: nn.Module, calib: torch.Tensor) -> str:
+    """Cache key part of an INT8 front: the code that quantizes and runs it, the float front
+    (structure and weights) and its calibration input (``quantize_front`` is deterministic)."""
+    from ..kernels import int8, int8_fast
+    from ..models import int8_front
+    from ..numerics import quant
+    code = cache.source_digest(int8_front, int8, int8_fast, quant, B)
+    return cache.digest("int8-front-v1", code, repr(front), front.state_dict(), calib)
+
+
 @torch.no_grad()
-def _latents(front, x_uint8, mean, std, batch=500) -> torch.Tensor:
-    return torch.cat([front(B.to_input(x_uint8[i:i + batch], mean, std)) for i in range(0, len(x_uint8), batch)])
+def _latents(front, x_uint8, mean, std, key: str | None = None, progress: bool = False,
+             what: str = "latents") -> torch.Tensor:
+    """Latents of uint8 images in batches (progress bar), contiguous float32. With ``key`` (an
+    INT8 front's :func:`_front_key`) the INT8 codes are cached on disk per (front, images).
+    Batches of 256 for the INT8 front (exact, any batch gives the same codes), 500 for a
+    float front (as before: float sums may depend on the batch)."""
+    batch = 256 if key is not None else 500
+    full = cache.digest(key, mean, std, x_uint8) if key is not None else None
+    hit = cache.load("latents", full) if full is not None else None
+    if hit is not None and set(hit) == {"q", "scale", "zp"}:
+        return Q.dequantize(torch.from_numpy(hit["q"]), float(hit["scale"]), int(hit["zp"])).contiguous()
+    parts, scale, zp = [], None, None
+    for i in tqdm(range(0, len(x_uint8), batch), desc=what, unit="batch", disable=None if progress else True,
+                  leave=False):
+        xb = B.to_input(x_uint8[i:i + batch], mean, std)
+        if full is not None:
+            q, scale, zp = front.forward_int(xb)
+            parts.append(q.contiguous())
+        else:
+            parts.append(front(xb).contiguous())
+    if full is None:
+        return torch.cat(parts)
+    q = torch.cat(parts)
+    cache.save("latents", full, {"q": q.numpy(), "scale": np.array(scale, dtype=np.float64),
+                                 "zp": np.array(zp, dtype=np.int64)})
+    return Q.dequantize(q, scale, zp).contiguous()
 
 
 def _check_split(cfg, ds) -> None:
@@ -123,12 +160,15 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
     # from_torch would read as frozen BatchNorms: give both halves the model's (eval) mode.
     front, back = model[:cut].eval(), model[cut:].eval()
     mean, std = bb["mean"], bb["std"]
+    key = None
     if cfg["front_int8"]:
         g = torch.Generator().manual_seed(cfg["seed"])
         first = stream[0].train_idx
         calib = first[torch.randperm(len(first), generator=g)[:256]]
-        front = quantize_front(front, B.to_input(ds.train.x[calib], mean, std))
-    train_lat = _latents(front, ds.train.x, mean, std)
-    test_lat = _latents(front, ds.test.x, mean, std)
+        calib_x = B.to_input(ds.train.x[calib], mean, std)
+        key = _front_key(front, calib_x)
+        front = quantize_front(front, calib_x)
+    train_lat = _latents(front, ds.train.x, mean, std, key=key, progress=progress, what="train latents")
+    test_lat = _latents(front, ds.test.x, mean, std, key=key, progress=progress, what="test latents")
     return Setup(ds, stream, model, front, back, mean, std, order, source, train_lat, test_lat,
                  tuple(train_lat.shape[1:]))

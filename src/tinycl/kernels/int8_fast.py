@@ -44,9 +44,13 @@ def _cpu_has_int8_dot() -> bool:
     return bool(m) and bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(m.group(1).split()))
 
 
+@lru_cache(maxsize=64)
+def _unit_scales(cout: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ones(cout, dtype=torch.float32), torch.zeros(cout, dtype=torch.int32)
+
+
 def _qconv(xu, x_zp_u, packed, cout, bias, stride, padding, groups):
-    ones = torch.ones(cout, dtype=torch.float32)
-    zeros = torch.zeros(cout, dtype=torch.int32)
+    ones, zeros = _unit_scales(cout)
     return torch.ops.onednn.qconv2d_pointwise(xu, 1.0, x_zp_u, packed, ones, zeros, bias, list(stride),
                                               list(padding), [1, 1], groups, 1.0, 0, torch.float32, "none", [], "")
 
@@ -210,7 +214,7 @@ def _requant_consts(mult: tuple, shift: tuple, zp: int, qmin: int, qmax: int, bo
     # numerator of the single floor: a*M + 2^30 + 2^(30+e) + zp*D where RDBP (e > 0) rounds
     # ties away from zero: 2^31 less where a*M + 2^30 < 0, i.e. where a < 0 (a == -1 with
     # M == 2^30 gives floor(1/2 - 2^-e) = 0 either way). So it is
-    # a*M + c + sign(a)*2^30 with c = 2^(30+e) + zp*D, sign(a) = clamp(2a + 1, -1, 1).
+    # a*M + c + sign(a)*2^30 with c = 2^(30+e) + zp*D (sign(0) = 0 gives the same floor).
     c = torch.where(e > 0, (torch.ones_like(e) << (e + 30)), 1 << 30)
     h = torch.where(e > 0, 1 << 30, 0)
     amax = torch.maximum(a_lo.abs(), a_hi.abs())
@@ -255,7 +259,7 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
     for i in range(0, n, step):
         a = acc[i:i + step].to(torch.float64, copy=True).clamp_(lo, hi)
         t = torch.addcmul(c, a, m)
-        t.addcmul_(a.mul_(2.0).add_(1.0).clamp_(-1.0, 1.0), h)
+        t.addcmul_(torch.sign(a), h)  # sign(0) = 0 instead of 1 adds 2^-(e+1) less to 1/2 + zp: same floor
         t.floor_()
         if out_zp:
             t += out_zp
