@@ -110,10 +110,14 @@ def conv2d_acc64_ref(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Te
 
 
 def _conv_acc_fast(x, x_zp, w, bias, stride, padding, groups):
-    """``(float acc, bound)`` from a fast exact path, or None (then use the reference)."""
+    """``(float acc, bound)`` from a fast exact path, or None (then use the reference). Both
+    paths need IEEE float32 (no TF32/BF16 down-conversion, which oneDNN's fpmath mode would
+    also allow for the int8 convolution's float output)."""
+    if not _fp32_is_ieee():
+        return None
     stride, padding = _pair(stride), _pair(padding)
     got = fast.conv_acc_onednn(x, x_zp, w, bias, stride, padding, groups)
-    if got is None and groups == 1 and _fp32_is_ieee():
+    if got is None and groups == 1:
         def op(a, b):
             return F.conv2d(a, b, None, stride=stride, padding=padding)
         got = fast.sum_acc_f32(op, x, x_zp, w, bias, 4)

@@ -253,17 +253,21 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
     if consts is None:
         return None
     lo, hi, m, c, h, out_zp = consts
-    out = torch.empty_like(acc, dtype=torch.int8)
-    n = acc.shape[0]
-    step = max(1, TILE_ELEMS // max(1, acc[0].numel()))
-    for i in range(0, n, step):
-        a = acc[i:i + step].to(torch.float64, copy=True).clamp_(lo, hi)
+
+    def tile(part: torch.Tensor) -> torch.Tensor:
+        a = part.to(torch.float64, copy=True).clamp_(lo, hi)
         t = torch.addcmul(c, a, m)
         t.addcmul_(torch.sign(a), h)  # sign(0) = 0 instead of 1 adds 2^-(e+1) less to 1/2 + zp: same floor
         t.floor_()
-        if out_zp:
-            t += out_zp
-        out[i:i + step].copy_(t)
+        return t.add_(out_zp) if out_zp else t
+
+    n = acc.shape[0]
+    step = max(1, TILE_ELEMS // max(1, acc[0].numel()))
+    if step >= n:
+        return tile(acc).to(torch.int8)
+    out = torch.empty_like(acc, dtype=torch.int8)
+    for i in range(0, n, step):
+        out[i:i + step].copy_(tile(acc[i:i + step]))
     return out
 
 
