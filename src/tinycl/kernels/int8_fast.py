@@ -90,14 +90,15 @@ def _packed_weight(w: torch.Tensor, bias: torch.Tensor | None, x_zp_u: int, stri
     key = (tuple(w.shape), x_zp_u, tuple(stride), tuple(padding), groups, w.data_ptr())
     hit = _packed.get(key)
     if hit is not None and torch.equal(hit[0], w) and _same(hit[1], bias):
-        return hit[2], hit[3]
+        return hit[2:]
     if len(_packed) >= _CACHE_MAX:
         _packed.clear()
     wsum = int(w.to(torch.int32).abs().reshape(w.shape[0], -1).sum(dim=1).max()) if w.numel() else 0
     packed = _prepack(w.contiguous(), x_zp_u, stride, padding, groups)
     bound = 255 * wsum + _bias_max(bias)
-    _packed[key] = (w.clone(), None if bias is None else bias.clone(), packed, bound)
-    return packed, bound
+    b32 = bias.to(torch.float32) if bias is not None and bound < _EXACT_F32 else None  # exact: |bias| < 2^24
+    _packed[key] = (w.clone(), None if bias is None else bias.clone(), packed, bound, b32)
+    return packed, bound, b32
 
 
 def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -119,13 +120,11 @@ def conv_acc_onednn(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Ten
     x_zp_u = int(x_zp) + 128  # code q is byte q + 128 as uint8
     if not 0 <= x_zp_u <= 255:
         return None
-    packed, bound = _packed_weight(w, bias, x_zp_u, stride, padding, groups)
+    packed, bound, b32 = _packed_weight(w, bias, x_zp_u, stride, padding, groups)
     if bound >= _EXACT_F32:
         return None
-    xu = torch.empty(x.shape, dtype=torch.uint8, memory_format=torch.channels_last)
-    torch.bitwise_xor(x.view(torch.uint8), 128, out=xu)
-    b = bias.to(torch.float32) if bias is not None else None  # exact: |bias| < 2^24
-    return _qconv(xu, x_zp_u, packed, w.shape[0], b, stride, padding, groups), bound
+    xu = x.view(torch.uint8).bitwise_xor(128)
+    return _qconv(xu, x_zp_u, packed, w.shape[0], b32, stride, padding, groups), bound
 
 
 def _chunks(wabs: torch.Tensor, limit: int) -> list[tuple[int, int]] | None:
@@ -227,7 +226,8 @@ def _requant_consts(mult: tuple, shift: tuple, zp: int, qmin: int, qmax: int, bo
         c = c + zp * d
     f64 = torch.float64
     inv_d = 1.0 / d.to(f64)  # powers of two: every scaled term stays on the grid 1/D, exactly
-    return (a_lo.to(f64), a_hi.to(f64), m.to(f64) * inv_d, c.to(f64) * inv_d, h.to(f64) * inv_d, out_zp)
+    fb = torch.float32 if bound < _EXACT_F32 else f64  # the clamp bounds, exact in either
+    return (a_lo.to(fb), a_hi.to(fb), m.to(f64) * inv_d, c.to(f64) * inv_d, h.to(f64) * inv_d, out_zp)
 
 
 @lru_cache(maxsize=_CACHE_MAX)
@@ -255,8 +255,8 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
     lo, hi, m, c, h, out_zp = consts
 
     def tile(part: torch.Tensor) -> torch.Tensor:
-        a = part.to(torch.float64, copy=True).clamp_(lo, hi)
-        t = torch.addcmul(c, a, m)
+        a = torch.clamp(part, lo, hi)  # exact: float32 bounds when bound < 2^24, else float64
+        t = torch.addcmul(c, a, m)  # float64
         t.addcmul_(torch.sign(a), h)  # sign(0) = 0 instead of 1 adds 2^-(e+1) less to 1/2 + zp: same floor
         t.floor_()
         return t.add_(out_zp) if out_zp else t
@@ -296,9 +296,7 @@ def add_lut(a, a_zp, b, b_zp, params, out_zp, qmin, qmax, ref) -> torch.Tensor:
     cl = a.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
                               for t in (a, b))
     af, bf = _flat(a, cl), _flat(b, cl)
-    idx = af.view(torch.uint8).to(torch.int32)
-    idx <<= 8
-    idx += bf.view(torch.uint8)
+    idx = torch.add(bf.view(torch.uint8).to(torch.int32), af.view(torch.uint8), alpha=256)
     out = table.index_select(0, idx)  # index (a mod 256) * 256 + (b mod 256)
     if cl:
         n, c, hh, ww = a.shape
