@@ -29,7 +29,7 @@ from tinycl.numerics import quant as Q
 
 _EXACT_F32 = 2 ** 24
 _EXACT_F64 = 2 ** 53
-TILE_ELEMS = 1 << 16  # elements per requantization tile (float64: 512 KiB, fits in L2)
+TILE_ELEMS = 1 << 16  # elements per requantization tile and thread (float64: 512 KiB, fits in L2)
 _CACHE_MAX = 256
 
 
@@ -262,7 +262,7 @@ def requant_f64(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, zp: 
         return t.add_(out_zp) if out_zp else t
 
     n = acc.shape[0]
-    step = max(1, TILE_ELEMS // max(1, acc[0].numel()))
+    step = max(1, TILE_ELEMS * torch.get_num_threads() // max(1, acc[0].numel()))  # a tile per thread
     if step >= n:
         return tile(acc).to(torch.int8)
     out = torch.empty_like(acc, dtype=torch.int8)
