@@ -18,6 +18,7 @@ from tinycl.models.int8_front import quantize_front
 def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("TINYCL_CACHE", str(d))
+    monkeypatch.setattr(cache, "MIN_ITEMS", 0)  # cache even the small inputs of these tests
     return d
 
 
@@ -139,3 +140,24 @@ def test_latents_cache_hit_is_identical_and_changed_inputs_miss(cache_dir, monke
     n = len(calls)
     again = S._latents(qf, x, mean, std, key=key)
     assert len(calls) > n and torch.equal(again, want)
+
+
+def test_small_inputs_are_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYCL_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "imgs"
+    _folder(root)
+    load_imagefolder(root)
+    assert not (tmp_path / "cache" / "imagefolder").exists()  # 6 files < cache.MIN_ITEMS
+
+
+def test_least_recently_used_entries_are_evicted(cache_dir, monkeypatch):
+    import os
+    monkeypatch.setenv("TINYCL_CACHE_MAX_GB", str(25_000 / (1 << 30)))  # about 25 kB
+    x = {"x": np.zeros(10_000, dtype=np.uint8)}  # about 10 kB an entry
+    paths = [cache.save("t", f"k{i}", x) for i in range(2)]
+    os.utime(paths[0], (1, 1))
+    os.utime(paths[1], (2, 2))
+    assert cache.load("t", "k0") is not None  # k0 used again: now the most recent
+    cache.save("t", "k2", x)  # 30 kB > 25 kB: the least recently used (k1) goes
+    assert cache.load("t", "k1") is None
+    assert cache.load("t", "k0") is not None and cache.load("t", "k2") is not None

@@ -98,11 +98,12 @@ def _latents(front, x_uint8, mean, std, key: str | None = None, progress: bool =
     Batches of 256 for the INT8 front (exact, any batch gives the same codes), 500 for a
     float front (as before: float sums may depend on the batch)."""
     batch = 256 if key is not None else 500
-    full = cache.digest(key, mean, std, x_uint8) if key is not None else None
+    cached = key is not None and len(x_uint8) >= cache.MIN_ITEMS and cache.cache_root() is not None
+    full = cache.digest(key, mean, std, x_uint8) if cached else None
     hit = cache.load("latents", full) if full is not None else None
     if hit is not None and set(hit) == {"q", "scale", "zp"}:
         return Q.dequantize(torch.from_numpy(hit["q"]), float(hit["scale"]), int(hit["zp"])).contiguous()
-    parts, scale, zp = [], None, None
+    parts = []
     for i in tqdm(range(0, len(x_uint8), batch), desc=what, unit="batch", disable=None if progress else True,
                   leave=False):
         xb = B.to_input(x_uint8[i:i + batch], mean, std)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 _CHECK = "__sha256__"
+MIN_ITEMS = 1000  # smaller inputs (a few files or images) are cheap to recompute: not cached
+MAX_BYTES_PER_KIND = 4 << 30  # oldest entries of a kind are removed above this ($TINYCL_CACHE_MAX_GB)
 
 
 def cache_root() -> Path | None:
@@ -99,6 +101,10 @@ def load(kind: str, key: str) -> dict[str, np.ndarray] | None:
             arrays = {k: z[k] for k in z.files}
         if _CHECK in arrays and str(arrays[_CHECK]) == _arrays_digest(arrays):
             arrays.pop(_CHECK)
+            try:
+                os.utime(path)  # recently used: evicted last
+            except OSError:
+                pass
             return arrays
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass
@@ -123,6 +129,7 @@ def save(kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
+        _evict(path.parent, keep=path)
         return path
     except OSError:
         if tmp is not None:
@@ -133,12 +140,40 @@ def save(kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
         return None
 
 
+def _max_bytes() -> int:
+    try:
+        return int(float(os.environ["TINYCL_CACHE_MAX_GB"]) * (1 << 30))
+    except (KeyError, ValueError):
+        return MAX_BYTES_PER_KIND
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    """Remove the least recently used entries of ``folder`` until it holds at most the limit."""
+    try:
+        entries = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in folder.glob("*.npz")),
+                         key=lambda e: e[0])
+    except OSError:
+        return
+    total, limit = sum(e[1] for e in entries), _max_bytes()
+    for _, size, p in entries:
+        if total <= limit:
+            break
+        if p != keep:
+            try:
+                p.unlink()
+                total -= size
+            except OSError:
+                pass
+
+
 def cached_file_array(kind: str, paths: list[Path], compute, *params) -> np.ndarray:
     """``compute(paths, *params)`` (one array), cached under a key made of the files' paths,
     modification times and sizes, ``params``, the source of ``compute``'s module and the
     PIL version: e.g. a decoded JPEG folder, decoded once and then read back."""
     import PIL
 
+    if len(paths) < MIN_ITEMS or cache_root() is None:
+        return compute(paths, *params)
     stats = []
     for p in paths:
         st = os.stat(p)
