@@ -1,6 +1,6 @@
 """Fast exact paths of the INT8 kernels (used by :mod:`tinycl.kernels.int8` where they are exact).
 
-Three pieces, each checked rather than assumed:
+Four pieces, each checked rather than assumed:
 
 - :func:`conv_acc_onednn`: the convolution accumulator from oneDNN's int8 convolution
   (u8 activations x s8 weights, int32 accumulation), returned as float32 with scales 1.0.
@@ -8,6 +8,10 @@ Three pieces, each checked rather than assumed:
   int32 with no int16 intermediate (checked from the CPU flags and by a probe whose int16
   pair sums would saturate), and (b) every value converted to float32 is an integer below
   2^24: ``255 * max_c sum|w[c]| + max|bias| < 2^24`` is checked on the weights of each call.
+- :func:`sum_acc_f32`: where oneDNN's path is not exact or not available, float32 convolutions
+  (or matmuls) over input-channel chunks whose partial sums stay integers below 2^24, summed
+  in float64 (same MACs as one convolution; the backend must sum exact products, as direct
+  and GEMM convolutions do, which the reference path relies on too).
 - :func:`requant_f64`: ``clamp(MBQM(acc, M, shift) + zp, qmin, qmax)`` computed in float64.
   Only multipliers below 1 (``shift <= 0``). The accumulator is first clamped per channel to
   ``[a_lo, a_hi]``, the smallest and largest accumulators whose code lies in ``[qmin, qmax]``
