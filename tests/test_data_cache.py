@@ -161,3 +161,12 @@ def test_least_recently_used_entries_are_evicted(cache_dir, monkeypatch):
     cache.save("t", "k2", x)  # 30 kB > 25 kB: the least recently used (k1) goes
     assert cache.load("t", "k1") is None
     assert cache.load("t", "k0") is not None and cache.load("t", "k2") is not None
+
+
+def test_dequantize_by_table_equals_dequantize():
+    from tinycl.numerics import quant as Q
+    g = torch.Generator().manual_seed(3)
+    q = torch.randint(-128, 128, (37, 4, 3, 5), generator=g, dtype=torch.int64).to(torch.int8)
+    for scale, zp in [(0.0123, -128), (1e-3, 7), (0.5, 127)]:
+        got = S._dequantize(q, scale, zp, rows=5)
+        assert torch.equal(got, Q.dequantize(q, scale, zp)) and got.is_contiguous()

@@ -102,7 +102,7 @@ def _latents(front, x_uint8, mean, std, key: str | None = None, progress: bool =
     full = cache.digest(key, mean, std, x_uint8) if cached else None
     hit = cache.load("latents", full) if full is not None else None
     if hit is not None and set(hit) == {"q", "scale", "zp"}:
-        return Q.dequantize(torch.from_numpy(hit["q"]), float(hit["scale"]), int(hit["zp"])).contiguous()
+        return _dequantize(torch.from_numpy(hit["q"]), float(hit["scale"]), int(hit["zp"]))
     parts = []
     for i in tqdm(range(0, len(x_uint8), batch), desc=what, unit="batch", disable=None if progress else True,
                   leave=False):
@@ -117,7 +117,18 @@ def _latents(front, x_uint8, mean, std, key: str | None = None, progress: bool =
     q = torch.cat(parts)
     cache.save("latents", full, {"q": q.numpy(), "scale": np.array(scale, dtype=np.float64),
                                  "zp": np.array(zp, dtype=np.int64)})
-    return Q.dequantize(q, scale, zp).contiguous()
+    return _dequantize(q, scale, zp)
+
+
+def _dequantize(q: torch.Tensor, scale: float, zp: int, rows: int = 4096) -> torch.Tensor:
+    """:func:`Q.dequantize` of INT8 codes as a lookup in its own values for the 256 codes
+    (same floats), in slices of ``rows`` so that the index temporaries stay small."""
+    table = Q.dequantize(torch.arange(-128, 128, dtype=torch.int8), scale, zp)
+    out = torch.empty(q.shape, dtype=torch.float32)
+    for i in range(0, len(q), rows):
+        idx = q[i:i + rows].reshape(-1).to(torch.int32).add_(128)
+        out[i:i + rows] = table.index_select(0, idx).view(out[i:i + rows].shape)
+    return out
 
 
 def _check_split(cfg, ds) -> None:

@@ -177,7 +177,7 @@ def cached_file_array(kind: str, paths: list[Path], compute, *params) -> np.ndar
     stats = []
     for p in paths:
         st = os.stat(p)
-        stats.append((str(Path(p).resolve()), st.st_mtime_ns, st.st_size))
+        stats.append((os.path.abspath(p), st.st_mtime_ns, st.st_size))
     key = digest(kind, stats, list(params), PIL.__version__, source_digest(inspect.getmodule(compute)))
     hit = load(kind, key)
     if hit is not None and set(hit) == {"x"}:
