@@ -3,8 +3,15 @@
 Protocol (also in docs/results.md):
 - data: the 50,000 + 10,000 CIFAR-10 JPEGs from ../shared/data/cifar10-images.tar.gz,
   extracted once to ~/.cache/tinycl/cifar10-images;
-- backbone: ResNet-8 trained by `tinycl pretrain` (tinycl's own engine) on 4 classes
-  (seeded order, seed 0), cached in ~/.cache/tinycl/bench/;
+- backbone: ResNet-8 trained by tinycl's own engine on 4 classes (class order of seed 0),
+  one backbone per seed (its pretraining seed is the run's seed; --fixed-backbone uses the
+  seed-0 backbone for every seed, as the tables before issue 13 did), cached in
+  ~/.cache/tinycl/bench/. Pretraining runs with --pretrain-threads threads (default 2),
+  whatever the run's thread count: its float sums (oneDNN convolution gradients, batch-norm
+  statistics) depend on the thread count, so backbones trained with 1 and 2 threads differ
+  (all 41 tensors after 20 steps, up to 4.5e-4; then they drift apart), while a fixed thread
+  count on the same CPU gives the same weights bit for bit. The count is recorded in the
+  backbone file ("pretrain_threads") and in its cache name;
 - stream: those 4 classes, then 3 experiences of 2 classes; the front (up to the latent
   layer) is frozen and run in INT8; the back is trained with SGD in FP32;
 - strategies: naive, joint, raw replay (uint8 images at the bytes of the 8-bit latent
@@ -12,8 +19,9 @@ Protocol (also in docs/results.md):
   same number of latents, and at 4/3/2 bits with as many latents as fit in the 8-bit memory's
   bytes (eq4, eq3, eq2: the equal-byte comparison with raw replay), each at two memory sizes and two
   latent layers; mean and spread over seeds. A seed
-  changes training order, replay sampling and memory choices; class order and the front's
-  calibration are fixed (seed 0) so all runs share one set of latents per layer.
+  changes the backbone, training order, replay sampling and memory choices; class order and
+  the front's calibration images are fixed (seed 0), so runs of one seed share one set of
+  latents per layer.
 
     .venv/bin/python bench/qlr_cifar10.py                    # the full table
     .venv/bin/python bench/qlr_cifar10.py --quick            # 1 seed, one memory size
@@ -64,17 +72,29 @@ def data_root(dest: Path) -> Path:
     return Path((dest / ".complete").read_text())
 
 
-def backbone(spec: str, epochs: int, initial: int) -> Path:
-    path = CACHE / "bench" / f"resnet8-cifar10-{initial}cls-{epochs}ep.ckpt"
+def backbone(spec: str, epochs: int, initial: int, seed: int = 0, threads: int = 2) -> Path:
+    """The cached backbone of ``seed``, pretrained with ``threads`` threads (see the docstring)."""
+    name = f"resnet8-cifar10-{initial}cls-{epochs}ep-seed{seed}-{threads}thr.ckpt"
+    if seed == 0 and threads == 0:  # the backbone of the earlier tables (the caller's threads)
+        name = f"resnet8-cifar10-{initial}cls-{epochs}ep.ckpt"
+    path = CACHE / "bench" / name
     if path.exists():
         return path
     ds = load(spec)
     first = class_incremental(ds, initial, 1, seed=0)[0]
     t = time.perf_counter()
-    b = pretrain("resnet8", ds.train.x[first.train_idx], ds.train.y[first.train_idx], ds.num_classes,
-                 first.classes, epochs, seed=0)
+    caller = torch.get_num_threads()
+    torch.set_num_threads(threads or caller)
+    try:
+        b = pretrain("resnet8", ds.train.x[first.train_idx], ds.train.y[first.train_idx], ds.num_classes,
+                     first.classes, epochs, seed=seed)
+    finally:
+        torch.set_num_threads(caller)
+    b["pretrain_threads"] = threads or caller
+    b["torch_version"] = torch.__version__
     save_backbone(path, b)
-    print(f"backbone: {epochs} epochs on classes {first.classes} in {time.perf_counter() - t:.0f} s -> {path}")
+    print(f"backbone: seed {seed}, {epochs} epochs on classes {first.classes}, {threads or caller} threads, "
+          f"in {time.perf_counter() - t:.0f} s -> {path}")
     return path
 
 
@@ -82,6 +102,27 @@ def equal_bytes_capacity(size: int, latent_shape, bits: int) -> int:
     """Slots of ``bits``-bit latents that fit in the bytes of ``size`` 8-bit latents (ids included)."""
     d = math.prod(latent_shape)
     return (size * (row_nbytes(d, 8) + ENTRY_IDS)) // (row_nbytes(d, bits) + ENTRY_IDS)
+
+
+def one_run(cfg0: dict, setup, seed: int, size: int, strat: str) -> tuple[float, float, int, int]:
+    """(average accuracy %, seconds, replay bytes, capacity) of one strategy on one seed."""
+    qnew = strat.endswith("q")  # e.g. eq2q: eq2 with lr_quantize_new
+    cfg = dict(cfg0, seed=seed, n_replays=size, lr_quantize_new=qnew)
+    strat_ = strat[:-1] if qnew else strat
+    if strat_ in ("naive", "joint"):
+        cfg["strategy"] = strat_
+    elif strat_ == "raw":
+        cfg.update(strategy="raw_replay", lr_bits=8)
+    elif strat_.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
+        bits = int(strat_[2:])
+        cfg.update(strategy="latent_replay", lr_bits=bits,
+                   n_replays=equal_bytes_capacity(size, setup.latent_shape, bits))
+    else:
+        cfg.update(strategy="latent_replay", lr_bits="fp32" if strat_ == "lr32" else int(strat_))
+    t = time.perf_counter()
+    res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
+    return (100 * res["average_accuracy"], time.perf_counter() - t, res["footprint_bytes"]["replay_memory"],
+            res["replay_capacity"])
 
 
 def main(argv=None) -> int:
@@ -99,6 +140,10 @@ def main(argv=None) -> int:
                          "N (N-bit latents, same count), eqN (N-bit latents filling the 8-bit memory's bytes); "
                          "a trailing q (eq2q) also trains on new latents through the replay quantizer "
                          "(lr_quantize_new)")
+    ap.add_argument("--fixed-backbone", action="store_true",
+                    help="the seed-0 backbone for every seed (as the tables before issue 13)")
+    ap.add_argument("--pretrain-threads", type=int, default=2,
+                    help="threads for backbone pretraining (0: the run's own; see the docstring)")
     ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
     ap.add_argument("--json", type=Path, default=Path("bench/qlr_cifar10.json"))
     args = ap.parse_args(argv)
@@ -106,49 +151,34 @@ def main(argv=None) -> int:
         args.seeds, args.sizes, args.layers = [0], [1500], args.layers[:1]
     torch.set_num_threads(torch.get_num_threads())
     spec = f"imagefolder:{data_root(extract(args.tarball))}"
-    bb = backbone(spec, args.pretrain_epochs, 4)
-    base = {"data": spec, "backbone": str(bb), "model": "resnet8", "epochs": args.epochs, "initial_classes": 4,
-            "classes_per_experience": 2}
     rows = []
     for layer in args.layers:
-        t = time.perf_counter()
-        cfg0 = validate({**base, "latent_layer": layer, "seed": 0})
-        setup = build(cfg0, Path(tempfile.mkdtemp()), progress=True)
-        print(f"{layer}: latents {tuple(setup.latent_shape)} of {len(setup.train_latents)} + "
-              f"{len(setup.test_latents)} images in {time.perf_counter() - t:.0f} s", flush=True)
-        for size in args.sizes:
-            for strat in args.strategies:
-                if strat in ("naive", "joint") and size != args.sizes[0]:
-                    continue  # no memory: one size is enough
-                accs, mem, secs = [], 0, []
-                for seed in args.seeds:
-                    qnew = strat.endswith("q")  # e.g. eq2q: eq2 with lr_quantize_new
-                    cfg = dict(cfg0, seed=seed, n_replays=size, lr_quantize_new=qnew)
-                    strat_ = strat[:-1] if qnew else strat
-                    if strat_ in ("naive", "joint"):
-                        cfg["strategy"] = strat_
-                    elif strat_ == "raw":
-                        cfg.update(strategy="raw_replay", lr_bits=8)
-                    elif strat_.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
-                        bits = int(strat_[2:])
-                        cfg.update(strategy="latent_replay", lr_bits=bits,
-                                   n_replays=equal_bytes_capacity(size, setup.latent_shape, bits))
-                    else:
-                        cfg.update(strategy="latent_replay", lr_bits="fp32" if strat_ == "lr32" else int(strat_))
-                    t = time.perf_counter()
-                    res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
-                    secs.append(time.perf_counter() - t)
-                    accs.append(100 * res["average_accuracy"])
-                    mem = res["footprint_bytes"]["replay_memory"]  # full capacity, bytes
-                    cap = res["replay_capacity"]
-                row = dict(layer=layer, size=size, strategy=strat, capacity=cap, replay_bytes=mem,
-                           acc_mean=statistics.mean(accs), acc_std=statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-                           accs=accs, seconds=statistics.mean(secs))
-                rows.append(row)
-                print(f"| {layer} | {size} | {strat} | {cap} | {mem:,} | {row['acc_mean']:.2f} ± {row['acc_std']:.2f} "
-                      f"| {row['seconds']:.0f} s |", flush=True)
-                args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
-                                                indent=2))
+        results: dict = {}  # (size, strategy) -> per-seed (accuracy %, seconds, bytes, capacity)
+        for seed in args.seeds:
+            bb = backbone(spec, args.pretrain_epochs, 4, 0 if args.fixed_backbone else seed, args.pretrain_threads)
+            t = time.perf_counter()
+            cfg0 = validate({"data": spec, "backbone": str(bb), "model": "resnet8", "epochs": args.epochs,
+                             "initial_classes": 4, "classes_per_experience": 2, "latent_layer": layer, "seed": 0})
+            setup = build(cfg0, Path(tempfile.mkdtemp()), progress=True)
+            print(f"{layer}, seed {seed}: latents {tuple(setup.latent_shape)} of {len(setup.train_latents)} + "
+                  f"{len(setup.test_latents)} images in {time.perf_counter() - t:.0f} s", flush=True)
+            for size in args.sizes:
+                for strat in args.strategies:
+                    if strat in ("naive", "joint") and size != args.sizes[0]:
+                        continue  # no memory: one size is enough
+                    results.setdefault((size, strat), []).append(one_run(cfg0, setup, seed, size, strat))
+            del setup
+        for (size, strat), runs in results.items():
+            accs = [r[0] for r in runs]
+            row = dict(layer=layer, size=size, strategy=strat, capacity=runs[-1][3], replay_bytes=runs[-1][2],
+                       acc_mean=statistics.mean(accs), acc_std=statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                       accs=accs, seconds=statistics.mean(r[1] for r in runs), seeds=args.seeds,
+                       backbone_seeds=[0 if args.fixed_backbone else s for s in args.seeds])
+            rows.append(row)
+            print(f"| {layer} | {size} | {strat} | {row['capacity']} | {row['replay_bytes']:,} | "
+                  f"{row['acc_mean']:.2f} ± {row['acc_std']:.2f} | {row['seconds']:.0f} s |", flush=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                        indent=2))
     return 0
 
 

@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from ..data import cache
 from ..data import load as load_data
 from ..errors import TinyclError
 from ..models.int8_front import quantize_front
 from ..graph import Graph, capture
 from ..models.convert import FloatFront
 from ..models.registry import create
+from ..numerics import quant as Q
 from . import backbone as B
 from .scenarios import class_incremental
 
@@ -80,9 +83,57 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
     return b, "factory"
 
 
+def _front_key(front: Graph, calib: torch.Tensor) -> str:
+    """Cache key part of an INT8 front: the code that quantizes and runs it, the front graph
+    (nodes, weights, buffers) and its calibration input (``quantize_front`` is deterministic)."""
+    from ..kernels import int8, int8_elementwise, int8_fast
+    from ..models import int8_front, int8_ops
+    from ..numerics import quant
+    code = cache.source_digest(int8_front, int8_ops, int8, int8_fast, int8_elementwise, quant, B)
+    nodes = repr([(n.name, n.op, n.inputs, sorted(n.attrs.items(), key=str), n.params, n.buffers, n.shape)
+                  for n in front.nodes])
+    return cache.digest("int8-front-v2", code, nodes, dict(front.params), dict(front.buffers), calib)
+
+
 @torch.no_grad()
-def _latents(front, x_uint8, mean, std, batch=500) -> torch.Tensor:
-    return torch.cat([front(B.to_input(x_uint8[i:i + batch], mean, std)) for i in range(0, len(x_uint8), batch)])
+def _latents(front, x_uint8, mean, std, key: str | None = None, progress: bool = False,
+             what: str = "latents") -> torch.Tensor:
+    """Latents of uint8 images in batches (progress bar), contiguous float32. With ``key`` (an
+    INT8 front's :func:`_front_key`) the INT8 codes are cached on disk per (front, images).
+    Batches of 256 for the INT8 front (exact, any batch gives the same codes), 500 for a
+    float front (as before: float sums may depend on the batch)."""
+    batch = 256 if key is not None else 500
+    cached = key is not None and len(x_uint8) >= cache.MIN_ITEMS and cache.cache_root() is not None
+    full = cache.digest(key, mean, std, x_uint8) if cached else None
+    hit = cache.load("latents", full) if full is not None else None
+    if hit is not None and set(hit) == {"q", "scale", "zp"}:
+        return _dequantize(torch.from_numpy(hit["q"]), float(hit["scale"]), int(hit["zp"]))
+    parts = []
+    for i in tqdm(range(0, len(x_uint8), batch), desc=what, unit="batch", disable=None if progress else True,
+                  leave=False):
+        xb = B.to_input(x_uint8[i:i + batch], mean, std)
+        if full is not None:
+            q, scale, zp = front.forward_int(xb)
+            parts.append(q.contiguous())
+        else:
+            parts.append(front(xb).contiguous())
+    if full is None:
+        return torch.cat(parts)
+    q = torch.cat(parts)
+    cache.save("latents", full, {"q": q.numpy(), "scale": np.array(scale, dtype=np.float64),
+                                 "zp": np.array(zp, dtype=np.int64)})
+    return _dequantize(q, scale, zp)
+
+
+def _dequantize(q: torch.Tensor, scale: float, zp: int, rows: int = 4096) -> torch.Tensor:
+    """:func:`Q.dequantize` of INT8 codes as a lookup in its own values for the 256 codes
+    (same floats), in slices of ``rows`` so that the index temporaries stay small."""
+    table = Q.dequantize(torch.arange(-128, 128, dtype=torch.int8), scale, zp)
+    out = torch.empty(q.shape, dtype=torch.float32)
+    for i in range(0, len(q), rows):
+        idx = q[i:i + rows].reshape(-1).to(torch.int32).add_(128)
+        out[i:i + rows] = table.index_select(0, idx).view(out[i:i + rows].shape)
+    return out
 
 
 def _split(model, cfg, shape) -> tuple[Graph, Graph, Graph]:
@@ -126,14 +177,17 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
     model = B.build_model(bb)   # eval mode: the back's batch norms are not frozen, they train
     graph, front_g, back = _split(model, cfg, ds.image_shape)
     mean, std = bb["mean"], bb["std"]
+    key = None
     if cfg["front_int8"]:
         g = torch.Generator().manual_seed(cfg["seed"])
         first = stream[0].train_idx
         calib = first[torch.randperm(len(first), generator=g)[:256]]
-        front = quantize_front(front_g, B.to_input(ds.train.x[calib], mean, std))
+        calib_x = B.to_input(ds.train.x[calib], mean, std)
+        key = _front_key(front_g, calib_x)
+        front = quantize_front(front_g, calib_x)
     else:
         front = FloatFront(front_g)
-    train_lat = _latents(front, ds.train.x, mean, std)
-    test_lat = _latents(front, ds.test.x, mean, std)
+    train_lat = _latents(front, ds.train.x, mean, std, key=key, progress=progress, what="train latents")
+    test_lat = _latents(front, ds.test.x, mean, std, key=key, progress=progress, what="test latents")
     return Setup(ds, stream, model, front, back, mean, std, order, source, train_lat, test_lat,
                  tuple(train_lat.shape[1:]), graph)

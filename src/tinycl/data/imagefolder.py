@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tinycl.data import cache
 from tinycl.data.dataset import Dataset, Split
 from tinycl.errors import TinyclError
 
@@ -138,7 +139,8 @@ def load_imagefolder(path: str | Path, size: tuple[int, int] | None = None, chan
             te += [(fs[i], k) for i in sorted(order[:n_test])]
             tr += [(fs[i], k) for i in sorted(order[n_test:])]
     # decode train and test together so a shape mismatch between them is caught too
-    x = torch.from_numpy(_decode_all([p for p, _ in tr + te], channels, size)).permute(0, 3, 1, 2)
+    pixels = cache.cached_file_array("imagefolder", [p for p, _ in tr + te], _decode_all, channels, size)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     y = torch.tensor([k for _, k in tr + te], dtype=torch.int64)
     n = len(tr)
     train = Split(x=x[:n].contiguous(), y=y[:n].clone())

@@ -18,6 +18,12 @@ integer MCU kernel returns:
 - :func:`add_int8`: residual add with TFLite's fixed-point rescaling.
 
 Use :func:`tinycl.numerics.quant.requantize` to turn an accumulator into INT8 codes.
+
+Fast paths (:mod:`tinycl.kernels.int8_fast`) are taken automatically where their exactness
+conditions hold (checked on every call): oneDNN's int8 convolution with VNNI (int32
+accumulation), float32 ops on input-channel chunks whose partial sums stay below 2^24, a
+float64 requantization, and a table for the residual add. The ``*_ref`` functions and
+``fast=False`` run the reference path above; the tests check both give the same codes.
 """
 
 from __future__ import annotations
@@ -25,12 +31,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tinycl.kernels import int8_fast as fast
 from tinycl.numerics.quant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier_,
                                    requantize, requantize_, round_div_half_away)
 
+FAST = True  # default for the ``fast_path`` arguments below; False runs the reference everywhere
 _EXACT_F64 = 2 ** 53
 _EXACT_F32 = 2 ** 24
 _MAX_ABS_X = 255  # |q - zp| for INT8 codes and an INT8 zero point
+
+
+def _use_fast(flag: bool | None) -> bool:
+    return FAST if flag is None else bool(flag)
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -84,10 +96,10 @@ def _finish(acc: torch.Tensor, bias: torch.Tensor | None, view: tuple[int, ...],
     return acc
 
 
-def conv2d_acc64(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 groups: int = 1) -> torch.Tensor:
-    """:func:`conv2d_acc` returned as int64 (values checked to fit int32)."""
+def conv2d_acc64_ref(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
+                     stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                     groups: int = 1) -> torch.Tensor:
+    """Reference :func:`conv2d_acc` returned as int64 (values checked to fit int32)."""
     k = w.shape[1] * w.shape[2] * w.shape[3]
     xs = x.to(torch.float32).sub_(x_zp)  # exact integers in [-255, 255]
 
@@ -95,6 +107,31 @@ def conv2d_acc64(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor
         return F.conv2d(a, b, None, stride=_pair(stride), padding=_pair(padding), groups=groups)
 
     return _finish(_exact_sum(op, xs, w, k), bias, (1, -1, 1, 1), k, w)
+
+
+def _conv_acc_fast(x, x_zp, w, bias, stride, padding, groups):
+    """``(float acc, bound)`` from a fast exact path, or None (then use the reference). Both
+    paths need IEEE float32 (no TF32/BF16 down-conversion, which oneDNN's fpmath mode would
+    also allow for the int8 convolution's float output)."""
+    if not _fp32_is_ieee():
+        return None
+    stride, padding = _pair(stride), _pair(padding)
+    got = fast.conv_acc_onednn(x, x_zp, w, bias, stride, padding, groups)
+    if got is None and groups == 1:
+        def op(a, b):
+            return F.conv2d(a, b, None, stride=stride, padding=padding)
+        got = fast.sum_acc_f32(op, x, x_zp, w, bias, 4)
+    return got
+
+
+def conv2d_acc64(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 groups: int = 1, fast_path: bool | None = None) -> torch.Tensor:
+    """:func:`conv2d_acc` returned as int64 (values checked to fit int32)."""
+    got = _conv_acc_fast(x, x_zp, w, bias, stride, padding, groups) if _use_fast(fast_path) else None
+    if got is None or got[1] > INT32_MAX:
+        return conv2d_acc64_ref(x, x_zp, w, bias, stride, padding, groups)
+    return got[0].to(torch.int64).contiguous()
 
 
 def conv2d_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
@@ -109,27 +146,74 @@ def conv2d_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor |
     return conv2d_acc64(x, x_zp, w, bias, stride, padding, groups).to(torch.int32)
 
 
-def linear_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """INT32 accumulator of a Linear layer: x ``[N, Fin]`` codes, w ``[Fout, Fin]`` codes."""
+def linear_acc_ref(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference :func:`linear_acc`."""
     xs = x.to(torch.float32).sub_(x_zp)
     acc = _exact_sum(lambda a, b: a @ b.t(), xs, w, w.shape[1])
     return _finish(acc, bias, (1, -1), w.shape[1], w).to(torch.int32)
 
 
+def _linear_acc_fast(x, x_zp, w, bias):
+    if not _fp32_is_ieee() or x.dim() != 2:
+        return None
+    return fast.sum_acc_f32(lambda a, b: a @ b.t(), x, x_zp, w, bias, 2)
+
+
+def linear_acc(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None = None,
+               fast_path: bool | None = None) -> torch.Tensor:
+    """INT32 accumulator of a Linear layer: x ``[N, Fin]`` codes, w ``[Fout, Fin]`` codes."""
+    got = _linear_acc_fast(x, x_zp, w, bias) if _use_fast(fast_path) else None
+    if got is None or got[1] > INT32_MAX:
+        return linear_acc_ref(x, x_zp, w, bias)
+    return got[0].to(torch.int32)
+
+
+def _requant_fast(got, multiplier, shift, out_zp, qmin, qmax, view):
+    """Codes from a fast accumulator: float64 requantization, else the int64 one."""
+    acc, bound = got
+    q = fast.requant_f64(acc, multiplier, shift, out_zp, qmin, qmax, bound)
+    if q is None:
+        q = requantize_(acc.to(torch.int64), multiplier.reshape(view), shift.reshape(view), out_zp, qmin, qmax)
+    return q
+
+
 def conv2d_int8(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
                 multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
                 qmax: int = INT8_MAX, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                groups: int = 1) -> torch.Tensor:
-    """Conv2d + per-channel requantization to INT8 codes (``multiplier``/``shift`` of shape ``[Cout]``)."""
-    acc = conv2d_acc64(x, x_zp, w, bias, stride, padding, groups)
+                groups: int = 1, fast_path: bool | None = None) -> torch.Tensor:
+    """Conv2d + per-channel requantization to INT8 codes (``multiplier``/``shift`` of shape ``[Cout]``).
+
+    ``fast_path=False`` runs the reference (:func:`conv2d_int8_ref`); both give the same codes."""
+    got = _conv_acc_fast(x, x_zp, w, bias, stride, padding, groups) if _use_fast(fast_path) else None
+    if got is None or got[1] > INT32_MAX:
+        return conv2d_int8_ref(x, x_zp, w, bias, multiplier, shift, out_zp, qmin, qmax, stride, padding, groups)
+    return _requant_fast(got, multiplier, shift, out_zp, qmin, qmax, (1, -1, 1, 1))
+
+
+def conv2d_int8_ref(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
+                    multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
+                    qmax: int = INT8_MAX, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                    groups: int = 1) -> torch.Tensor:
+    """Reference :func:`conv2d_int8`: exact float sums as int64, int64 requantization."""
+    acc = conv2d_acc64_ref(x, x_zp, w, bias, stride, padding, groups)
     return requantize_(acc, multiplier.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1), out_zp, qmin, qmax)
 
 
 def linear_int8(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
                 multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
-                qmax: int = INT8_MAX) -> torch.Tensor:
-    """Linear + per-channel requantization to INT8 codes."""
-    acc = linear_acc(x, x_zp, w, bias)
+                qmax: int = INT8_MAX, fast_path: bool | None = None) -> torch.Tensor:
+    """Linear + per-channel requantization to INT8 codes (``fast_path=False``: the reference)."""
+    got = _linear_acc_fast(x, x_zp, w, bias) if _use_fast(fast_path) else None
+    if got is None or got[1] > INT32_MAX:
+        return linear_int8_ref(x, x_zp, w, bias, multiplier, shift, out_zp, qmin, qmax)
+    return _requant_fast(got, multiplier, shift, out_zp, qmin, qmax, (1, -1))
+
+
+def linear_int8_ref(x: torch.Tensor, x_zp: int, w: torch.Tensor, bias: torch.Tensor | None,
+                    multiplier: torch.Tensor, shift: torch.Tensor, out_zp: int, qmin: int = INT8_MIN,
+                    qmax: int = INT8_MAX) -> torch.Tensor:
+    """Reference :func:`linear_int8`."""
+    acc = linear_acc_ref(x, x_zp, w, bias)
     return requantize(acc, multiplier.reshape(1, -1), shift.reshape(1, -1), out_zp, qmin, qmax)
 
 
@@ -184,7 +268,16 @@ def global_avgpool_int8(q: torch.Tensor, zp: int) -> torch.Tensor:
 
 
 def add_int8(a: torch.Tensor, a_zp: int, b: torch.Tensor, b_zp: int, params: dict[str, int],
-             out_zp: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> torch.Tensor:
+             out_zp: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX, fast_path: bool | None = None) -> torch.Tensor:
+    """Quantized ``a + b`` (TFLite int8 ADD), see :func:`add_int8_ref`. On large INT8 tensors it is
+    one lookup in a table of all 65,536 code pairs built with the reference (cached per parameters)."""
+    if _use_fast(fast_path) and a.dtype == b.dtype == torch.int8 and a.shape == b.shape and a.numel() >= 2048:
+        return fast.add_lut(a, a_zp, b, b_zp, params, out_zp, qmin, qmax, add_int8_ref)
+    return add_int8_ref(a, a_zp, b, b_zp, params, out_zp, qmin, qmax)
+
+
+def add_int8_ref(a: torch.Tensor, a_zp: int, b: torch.Tensor, b_zp: int, params: dict[str, int],
+                 out_zp: int, qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> torch.Tensor:
     """Quantized ``a + b`` (TFLite int8 ADD): params from :func:`tinycl.numerics.quant.add_params`.
 
     ``a' = MBQM((a - a_zp) << L, Ma, sa)``, same for b, then
