@@ -11,6 +11,7 @@ from torch import nn
 from tinycl.cl import setup as S
 from tinycl.data import cache, imagefolder
 from tinycl.data.imagefolder import load_imagefolder
+from tinycl.graph import capture
 from tinycl.models.int8_front import quantize_front
 
 
@@ -110,7 +111,7 @@ def test_latents_cache_hit_is_identical_and_changed_inputs_miss(cache_dir, monke
     x = torch.randint(0, 256, (40, 3, 8, 8), generator=g, dtype=torch.uint8)
     calib = (x[:16].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     qf = quantize_front(front, calib)
-    key = S._front_key(front, calib)
+    key = S._front_key(capture(front, (3, 8, 8)), calib)
     want = torch.cat([qf(S.B.to_input(x[i:i + 7], mean, std)) for i in range(0, 40, 7)])
     calls = []
     real = qf.forward_int
@@ -132,8 +133,8 @@ def test_latents_cache_hit_is_identical_and_changed_inputs_miss(cache_dir, monke
     front2 = copy.deepcopy(front)
     with torch.no_grad():
         front2[0].weight[0, 0, 0, 0] += 0.01  # other backbone weights: another key
-    assert S._front_key(front2, calib) != key
-    assert S._front_key(front, calib[:8]) != key
+    assert S._front_key(capture(front2, (3, 8, 8)), calib) != key
+    assert S._front_key(capture(front, (3, 8, 8)), calib[:8]) != key
     # damaged entry: recomputed, same result
     for p in (cache_dir / "latents").glob("*.npz"):
         p.write_bytes(p.read_bytes()[:100])

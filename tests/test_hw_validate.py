@@ -8,7 +8,7 @@ import pytest
 from tinycl.hw.validate import classify, format_table, rows, score, spec_params, table_rows
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "validation.md"
-KINDS = {"calibration", "depends on calibration", "prediction", "check"}
+KINDS = {"calibration", "depends on calibration", "prediction", "check", "measured"}
 
 
 @pytest.fixture(scope="module")
