@@ -58,6 +58,40 @@ def _infer(proto):
         raise TinyclError(f"ONNX shape inference failed: {str(e).splitlines()[0] if str(e) else e}") from None
 
 
+_PROBES = (7, 11)
+
+
+def _shapes(model) -> dict[str, list | None]:
+    """Value name -> dims after shape inference. A symbolic batch is inferred at two sizes (7 and 11),
+    so that reshape targets computed from ``Shape`` resolve; a dim that follows the batch is written
+    ``"N"`` and one that changes otherwise ``"?"`` (the value mixes the batch into its features)."""
+    inp = model.graph.input[0]
+    first = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
+    if first is None or first.HasField("dim_value"):
+        g = _infer(model).graph
+        return {v.name: _dims(v) for v in [*g.input, *g.value_info, *g.output]}
+    runs = []
+    for b in _PROBES:
+        m = type(model)()
+        m.CopyFrom(model)
+        del m.graph.value_info[:]
+        for o in m.graph.output:
+            o.type.tensor_type.ClearField("shape")
+        m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = b
+        g = _infer(m).graph
+        runs.append({v.name: _dims(v) for v in [*g.input, *g.value_info, *g.output]})
+    out = {}
+    for k, a in runs[0].items():
+        b = runs[1].get(k)
+        if a is None or b is None or len(a) != len(b):
+            out[k] = None
+        elif (a[:1], b[:1]) == ([_PROBES[0]], [_PROBES[1]]):
+            out[k] = ["N", *(x if x == y else "?" for x, y in zip(a[1:], b[1:]))]
+        else:
+            out[k] = ["?" if x != y else x for x, y in zip(a, b)]
+    return out
+
+
 def _dims(value_info) -> list | None:
     """Dims of a value (ints, or strings for symbolic / unknown dims); None if the rank is unknown."""
     t = value_info.type.tensor_type
@@ -112,8 +146,9 @@ class Importer:
         self.inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         self._check_io(g)
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
-        inferred = _infer(proto).graph
-        self.dims = {v.name: _dims(v) for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+        self.consts: dict[str, np.ndarray] = dict(self.inits)
+        self.folded: set[str] = set()   # first outputs of nodes folded to constants
+        self.dims = _shapes(self._prefold())
         inp = g.input[0]
         self.input_name = inp.name
         d = self.dims.get(inp.name)
@@ -121,7 +156,6 @@ class Importer:
             raise TinyclError(f"ONNX input '{inp.name}' has shape {d}; tinycl needs (batch, ...) with every "
                               f"per-sample dimension fixed")
         self.batch = d[0]
-        self.consts: dict[str, np.ndarray] = dict(self.inits)
         self.data: set[str] = {inp.name}
         self.name_of: dict[str, str] = {inp.name: "input"}
         self.nodes: list[Node] = [Node("input", "input", [], shape=tuple(d[1:]))]
@@ -129,7 +163,7 @@ class Importer:
         self.buffers: dict[str, torch.Tensor] = {}
         self.param_of_init: dict[tuple, str] = {}
         self.taken: set[str] = {"input"}
-        self.skip: set[int] = set()
+        self.skip: set[str] = set()   # first outputs of nodes fused into an earlier one
         self.consumers: dict[str, list] = {}
         for n in g.node:
             for x in n.input:
@@ -234,7 +268,7 @@ class Importer:
     def run(self) -> Graph:
         from .onnx_ops import ALIAS, lower
         for node in self.proto.graph.node:
-            if id(node) in self.skip:
+            if node.output[0] in self.skip or node.output[0] in self.folded:
                 continue
             if self._fold(node):
                 continue
@@ -279,6 +313,22 @@ class Importer:
         self.nodes.append(Node(name, "const", [], {"no_batch": True}, {}, {"value": bname}, tuple(v.shape)))
         self.name_of[key] = name
         return key
+
+    def _prefold(self):
+        """Fold every constant-only node, so that shape inference sees constant slice bounds, axes..."""
+        import onnx
+        from onnx import numpy_helper
+        g = self.proto.graph
+        for node in g.node:
+            if node.op_type != "Shape" and self._fold(node):
+                self.folded.add(node.output[0])
+        rest = [n for n in g.node if n.output[0] not in self.folded]
+        used = {x for n in rest for x in n.input} | {o.name for o in g.output}
+        inits = list(g.initializer) + [numpy_helper.from_array(v, k) for k, v in self.consts.items()
+                                       if k in used and k not in self.inits]
+        graph = onnx.helper.make_graph(rest, g.name, g.input, g.output, inits, value_info=g.value_info)
+        model = onnx.helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
+        return model
 
     def _fold(self, node) -> bool:
         """Evaluate a node whose inputs are all constants (Constant, Identity of a weight, shape math)."""

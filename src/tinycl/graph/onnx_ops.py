@@ -21,6 +21,11 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _f32(v) -> float:
+    """A float attribute as written before float32 storage (9.99999975e-06 -> 1e-05)."""
+    return float(str(np.float32(v)))
+
+
 def _s(v):
     return v.decode() if isinstance(v, bytes) else v
 
@@ -69,7 +74,8 @@ def _linear(imp, node, weight: str, bias: str | None, transpose: bool, out_node=
     w = imp.const(weight, node, "weight")
     if w.ndim != 2:
         raise imp.error(node, f"has a weight of rank {w.ndim}; a linear layer needs rank 2")
-    base, _ = imp.base_name(node, weight)
+    named = weight if imp.base_name(node, weight)[1] or not bias else bias   # MatMul weights are 'onnx::MatMul_7'
+    base, _ = imp.base_name(node, named)
     params = {"weight": imp.param(weight, "weight", base, node, transpose=transpose)}
     out_f, in_f = (w.shape[1], w.shape[0]) if transpose else w.shape
     if bias:
@@ -81,7 +87,7 @@ def _linear(imp, node, weight: str, bias: str | None, transpose: bool, out_node=
         params["bias"] = imp.param(bias, "bias", base, node)
     shape = imp.sample_shape((out_node or node).output[0], out_node or node)
     name = imp.add(node, "linear", [node.input[0]], {"in_features": int(in_f), "out_features": int(out_f)}, params,
-                   shape=shape, weight=weight)
+                   shape=shape, weight=named)
     if out_node is not None:
         imp.name_of[out_node.output[0]] = name
         imp.data.add(out_node.output[0])
@@ -105,7 +111,7 @@ def _matmul(imp, node, a):
         if len(other) == 1 and other[0] in imp.consts and imp.consts[other[0]].size == w.shape[-1] \
                 and imp.consts[other[0]].ndim <= 1:
             bias = other[0]
-            imp.skip.add(id(add))
+            imp.skip.add(add.output[0])
         else:
             add = None
     _linear(imp, node, node.input[1], bias, True, out_node=add)
@@ -126,8 +132,8 @@ def _batchnorm(imp, node, a):
         tracked += "_"
     imp.buffers[tracked] = torch.tensor(0, dtype=torch.long)
     buffers["num_batches_tracked"] = tracked
-    momentum = round(1.0 - float(a.get("momentum", 0.9)), 7)   # ONNX: running = m * running + (1 - m) * batch
-    attrs = dict(eps=float(a.get("epsilon", 1e-5)), momentum=momentum, channels=imp.sample_shape(x, node)[0])
+    momentum = round(1.0 - _f32(a.get("momentum", 0.9)), 7)   # ONNX: running = m * running + (1 - m) * batch
+    attrs = dict(eps=_f32(a.get("epsilon", 1e-5)), momentum=momentum, channels=imp.sample_shape(x, node)[0])
     imp.add(node, "batchnorm", [x], attrs, params, buffers, weight=node.input[1])
 
 
@@ -147,7 +153,7 @@ def _layernorm(imp, node, a):
                 raise imp.error(node, f"has a {role} of shape {list(v.shape)}; tinycl needs {list(norm)}")
             imp.consts[node.input[i]] = v.reshape(norm)
             params[role] = imp.param(node.input[i], role, base, node)
-    imp.add(node, "layernorm", [x], {"normalized_shape": norm, "eps": float(a.get("epsilon", 1e-5))}, params,
+    imp.add(node, "layernorm", [x], {"normalized_shape": norm, "eps": _f32(a.get("epsilon", 1e-5))}, params,
             weight=node.input[1])
 
 
@@ -156,8 +162,8 @@ def _clip(imp, node, a):
         lo, hi = a.get("min"), a.get("max")
     else:
         lo, hi = (imp.const(node.input[i], node, "bound") if len(node.input) > i else None for i in (1, 2))
-    lo = None if lo is None else float(np.asarray(lo).reshape(-1)[0])
-    hi = None if hi is None else float(np.asarray(hi).reshape(-1)[0])
+    lo = None if lo is None else _f32(np.asarray(lo).reshape(-1)[0])
+    hi = None if hi is None else _f32(np.asarray(hi).reshape(-1)[0])
     if (lo, hi) == (0.0, 6.0):
         return imp.add(node, "relu6", [node.input[0]], {})
     imp.add(node, "clamp", [node.input[0]], {"min": lo, "max": hi})
@@ -182,7 +188,7 @@ def _binary(imp, node, a):
     if v is None:
         raise imp.error(node, f"has an operand '{c}' that is neither a tensor of the batch nor a constant")
     if v.size == 1:
-        return imp.add(node, op, [x if dx else y], {"scalar": float(v.reshape(-1)[0]), "reverse": not dx})
+        return imp.add(node, op, [x if dx else y], {"scalar": _f32(v.reshape(-1)[0]), "reverse": not dx})
     ref = imp.const_node(node, c)
     imp.add(node, op, [x, ref] if dx else [ref, y], {})
 
@@ -334,7 +340,7 @@ def _simple(op, **fixed):
 OPS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
     "LayerNormalization": _layernorm, "Relu": _simple("relu"), "Clip": _clip,
-    "LeakyRelu": _simple("leaky_relu", slope=lambda a: float(a.get("alpha", 0.01))),
+    "LeakyRelu": _simple("leaky_relu", slope=lambda a: _f32(a.get("alpha", 0.01))),
     "HardSwish": _simple("hardswish"), "HardSigmoid": _hardsigmoid, "Sigmoid": _simple("sigmoid"),
     "Tanh": _simple("tanh"), "Gelu": _simple("gelu", approximate=lambda a: _s(a.get("approximate", "none"))),
     "Add": _binary, "Sub": _binary, "Mul": _binary, "Div": _binary, "Concat": _concat, "Split": _split,
