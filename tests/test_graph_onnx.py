@@ -14,9 +14,11 @@ from realmodels import torchvision_models
 from tinycl import from_torch
 from tinycl.errors import TinyclError, UnsupportedLayerError
 from tinycl.graph import capture
+from tinycl.graph.counts import total_macs
 from tinycl.graph.onnx import graph_from_onnx, module_path
 from tinycl.kernels.optim import SGD
 from tinycl.models.engine import GraphLayer
+from tinycl.models.int8_front import quantize_front
 from tinycl.models.network import Network
 from tinycl.models.registry import create
 
@@ -176,6 +178,18 @@ def test_ops_and_names_match_torch_capture(name):
     assert set(graph.params) == set(ref.params)
 
 
+@pytest.mark.parametrize("name,cut", [("tv-mobilenet_v2", "features.6"), ("user-resnet", "cat")])
+def test_counts_and_int8_front_read_the_imported_graph(name, cut):
+    """One graph for every consumer: the same MAC counts, and the same INT8 front bit for bit."""
+    model, shape, blob = exported(name)
+    graph, _ = graph_from_onnx(onnx.load_from_string(blob))
+    ref = capture(model, shape)
+    assert total_macs(graph) == total_macs(ref)
+    x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(5))
+    ours, theirs = (quantize_front(g.split(cut)[0], x).forward_int(x) for g in (graph, ref))
+    assert torch.equal(ours[0], theirs[0]) and ours[1:] == theirs[1:]
+
+
 def test_names_follow_module_paths():
     _, _, blob = exported("resnet8")
     graph, _ = graph_from_onnx(onnx.load_from_string(blob))
@@ -285,9 +299,12 @@ def test_refused_forms_give_one_line():
     assert graph_from_onnx(gemm(transB=1))[0][graph_from_onnx(gemm(transB=1))[0].output].op == "linear"
     hs = _model([h.make_node("HardSigmoid", ["x"], ["y"], name="hs", alpha=0.2)], [x], [_vi("y", ["N", 4])])
     _one_line_error(hs, "'HardSigmoid'", "alpha=0.2")
-    conv = _model([h.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[0, 0, 1, 1])], [_vi("x", ["N", 1, 4, 4])],
-                  [_vi("y", ["N", 1, 4, 4])], [_init("w", (1, 1, 2, 2))])
-    _one_line_error(conv, "'Conv'", "asymmetric pads")
+    conv = lambda k, **kw: _model([h.make_node("Conv", ["x", "w"], ["y"], name="c", **kw)],  # noqa: E731
+                                  [_vi("x", ["N", 1, 4, 4])], [_vi("y", None)], [_init("w", (1, 1, k, k))])
+    _one_line_error(conv(2, pads=[0, 0, 1, 1]), "'Conv'", "asymmetric pads")
+    _one_line_error(conv(3, auto_pad="SAME_UPPER", strides=[2, 2]), "'Conv'", "SAME_UPPER", "asymmetric")
+    same = graph_from_onnx(conv(3, auto_pad="SAME_UPPER"))[0]
+    assert same[same.output].attrs["padding"] == (1, 1) and same[same.output].shape == (1, 4, 4)
     two_in = _model([h.make_node("Add", ["x", "z"], ["y"])], [x, _vi("z", ["N", 4])], [_vi("y", ["N", 4])])
     _one_line_error(two_in, "2 inputs", cls=TinyclError)
     two_out = _model([h.make_node("Relu", ["x"], ["y"]), h.make_node("Tanh", ["x"], ["t"])], [x],

@@ -320,7 +320,7 @@ class Importer:
         from onnx import numpy_helper
         g = self.proto.graph
         for node in g.node:
-            if node.op_type != "Shape" and self._fold(node):
+            if node.op_type not in _NO_FOLD and self._fold(node):
                 self.folded.add(node.output[0])
         rest = [n for n in g.node if n.output[0] not in self.folded]
         used = {x for n in rest for x in n.input} | {o.name for o in g.output}
@@ -338,7 +338,7 @@ class Importer:
                 self.consts[node.output[0]] = _shape_slice(np.array(d, dtype=np.int64), node)
                 return True
             return False
-        if any(x and x not in self.consts for x in node.input):
+        if node.op_type in _NO_FOLD or any(x and x not in self.consts for x in node.input):
             return False
         from onnx.reference import ReferenceEvaluator
         try:
@@ -382,6 +382,8 @@ def _shape_slice(d: np.ndarray, node) -> np.ndarray:
     return d[start:end]
 
 
+_NO_FOLD = ("Shape", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+            "Bernoulli")
 _SHORT = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Concat": "cat", "ReduceMean": "mean",
           "ReduceSum": "sum", "Relu": "relu", "Sigmoid": "sigmoid", "Flatten": "flatten", "Reshape": "reshape",
           "Transpose": "permute", "Slice": "getitem", "Split": "split", "Clip": "clamp", "HardSwish": "hardswish",
