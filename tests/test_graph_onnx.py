@@ -136,9 +136,9 @@ def exported(name):
     return model, shape, export(model, shape)
 
 
-def _net(graph) -> Network:
+def _net(graph, channels_last=False) -> Network:
     """The engine around an imported graph, as ``from_torch`` builds it."""
-    net = Network(GraphLayer(graph), graph.input_shape, "fp32", "aten", False)
+    net = Network(GraphLayer(graph), graph.input_shape, "fp32", "aten", channels_last)
     net.graph = graph
     return net
 
@@ -158,7 +158,9 @@ def test_forward_matches_onnxruntime(name):
     graph, inits = graph_from_onnx(onnx.load_from_string(blob))
     assert graph.input_shape == shape and inits
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(2))
-    assert _rel(_net(graph).predict(x), _ort(blob, x)) <= 1e-4
+    ref = _ort(blob, x)
+    assert _rel(_net(graph).predict(x), ref) <= 1e-4
+    assert _rel(_net(graph, channels_last=None).predict(x), ref) <= 1e-4   # from_torch's default layout
 
 
 def _ops(graph):

@@ -164,20 +164,25 @@ class Importer:
         self.param_of_init: dict[tuple, str] = {}
         self.taken: set[str] = {"input"}
         self.skip: set[str] = set()   # first outputs of nodes fused into an earlier one
-        self.consumers: dict[str, list] = {}
+        self.consumers: dict[str, list] = {}   # value -> the nodes reading it (None: the graph output)
         for n in g.node:
             for x in n.input:
                 self.consumers.setdefault(x, []).append(n)
         for o in g.output:
             self.consumers.setdefault(o.name, []).append(None)
+        self.module_outputs: dict[str, str] = {}
+        self._scopes(g)
+
+    def _scopes(self, g) -> None:
+        """Module paths named by initializers, and how many nodes each exported scope holds."""
         self.known = {k.rsplit(".", 1)[0] for k in self.inits if _READABLE.match(k) and "." in k}
         self.known |= {p for k in list(self.known) for p in _prefixes(k)}
         self.scope_count: dict[str, int] = {}
         for n in g.node:
             if n.op_type != "Constant":
-                self.scope_count[n.name.rsplit("/", 1)[0]] = self.scope_count.get(n.name.rsplit("/", 1)[0], 0) + 1
+                scope = n.name.rsplit("/", 1)[0]
+                self.scope_count[scope] = self.scope_count.get(scope, 0) + 1
         self.parents = {s.rsplit("/", i)[0] for s in self.scope_count for i in range(1, s.count("/") + 1)}
-        self.module_outputs: dict[str, str] = {}
 
     @staticmethod
     def _check_io(g) -> None:
