@@ -50,7 +50,8 @@ class UserNet(nn.Module):
 
 class OpsNet(nn.Module):
     """The rest of the op table: 1-d convs and pools, layer norm, slices, split, transpose, upsampling,
-    scalar and constant-tensor arithmetic, a linear on 3-d input (MatMul + Add), view(x.size(0), -1)."""
+    scalar and constant-tensor arithmetic, a linear on 3-d input (MatMul + Add), view(x.size(0), -1),
+    a channel shuffle with sizes computed from x.size()."""
 
     def __init__(self):
         super().__init__()
@@ -71,7 +72,12 @@ class OpsNet(nn.Module):
         a, b = torch.split(y, [2, 2], dim=1)                                            # (N, 2, 4) each
         z = torch.cat([a.unsqueeze(2), b.unsqueeze(2)], 2).reshape(x.size(0), 2, 2, 4)  # (N, 2, 2, 4)
         z = F.interpolate(z, scale_factor=2, mode="nearest")                            # (N, 2, 4, 8)
-        z = F.hardsigmoid(self.c2(z)) * self.scale - 0.25                               # (N, 4, 2, 4)
+        z = self.c2(z)                                                                  # (N, 4, 2, 4)
+        n, c, h, w = z.size()                                      # channel shuffle (ShuffleNet)
+        z = z.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        lo, hi = z.chunk(2, dim=1)                                 # chunk: slices at Shape(z)[1] // 2
+        z = torch.cat([hi, lo], 1)
+        z = F.hardsigmoid(z) * self.scale - 0.25
         u = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)      # (N, 4, 4, 8)
         u = self.avg(torch.clamp(u / 2.0, -0.5, 0.5))                                   # (N, 4, 3, 5)
         w = F.gelu(z[:, :, :, 1:]).unsqueeze(1).squeeze(1)                              # (N, 4, 2, 3)
@@ -175,8 +181,8 @@ def test_ops_and_names_match_torch_capture(name):
     assert _ops(graph) == _ops(ref)
     for a, b in zip([n for n in graph.nodes if n.op != "dropout"], [n for n in ref.nodes if n.op != "dropout"]):
         assert (a.attrs, a.shape) == (b.attrs, b.shape), (a.name, b.name)
-    named = [n.name for n in graph.nodes if n.params]
-    assert named == [n.name for n in ref.nodes if n.params]   # weighted nodes carry their module paths
+    # node names are torch capture's: module paths, and `block.add`-style names for functional ops
+    assert [n.name for n in graph.nodes if n.op != "dropout"] == [n.name for n in ref.nodes if n.op != "dropout"]
     assert set(graph.params) == set(ref.params)
 
 
@@ -312,7 +318,8 @@ def test_refused_forms_give_one_line():
     two_out = _model([h.make_node("Relu", ["x"], ["y"]), h.make_node("Tanh", ["x"], ["t"])], [x],
                      [_vi("y", ["N", 4]), _vi("t", ["N", 4])])
     _one_line_error(two_out, "2 outputs", cls=TinyclError)
-    as_input = _model([h.make_node("Gemm", ["x", "w"], ["y"], transB=1)], [x, _vi("w", [3, 4])], [y], [_init("w", (3, 4))])
+    as_input = _model([h.make_node("Gemm", ["x", "w"], ["y"], transB=1)], [x, _vi("w", [3, 4])], [y],
+                      [_init("w", (3, 4))])
     _one_line_error(as_input, "'w' is also a graph input", cls=TinyclError)
     mix = _model([h.make_node("Flatten", ["x"], ["y"], axis=0)], [x], [_vi("y", [1, "M"])])
     _one_line_error(mix, "'Flatten'", "batch")

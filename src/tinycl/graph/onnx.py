@@ -1,10 +1,11 @@
 """Import an ONNX model as a :class:`~tinycl.graph.ir.Graph`: the same nodes that torch capture makes.
 
-``graph_from_onnx(path_or_model)`` loads the model with the ``onnx`` package, runs ONNX shape
-inference (with data propagation, so that reshape targets computed from ``Shape`` are known), folds
-every node whose inputs are all constants, and lowers each remaining node to one tinycl primitive
-(:mod:`tinycl.graph.onnx_ops`). Nodes that only compute shapes (``Shape -> Gather -> Concat`` feeding
-a ``Reshape``) are dropped: the reshape reads its per-sample output shape from shape inference.
+``graph_from_onnx(path_or_model)`` loads the model with the ``onnx`` package, folds every node whose
+inputs are all constants, runs ONNX shape inference at two batch sizes and folds the shape arithmetic
+that does not depend on the batch (:mod:`tinycl.graph.onnx_shapes`), then lowers each remaining node
+to one tinycl primitive (:mod:`tinycl.graph.onnx_ops`). Nodes that only compute shapes from the batch
+size (``Shape -> Gather -> Concat`` feeding a ``Reshape``) are dropped: the reshape reads its
+per-sample output shape from shape inference.
 
 The model must have one input (batch first; the batch dimension symbolic or fixed) and one output.
 Weights used by Conv / Gemm / MatMul / BatchNormalization / LayerNormalization become graph
@@ -23,6 +24,7 @@ import torch
 
 from ..errors import TinyclError, UnsupportedLayerError
 from .ir import Graph, Node
+from .onnx_shapes import NO_FOLD, fold_shapes, infer_shapes, pin_reshapes, shape_slice
 
 _READABLE = re.compile(r"^[A-Za-z_][\w./-]*$")
 
@@ -48,56 +50,6 @@ def _load(model):
         return onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged or non-ONNX file
         raise TinyclError(f"cannot read ONNX model {str(path)!r}: {str(e).splitlines()[0] if str(e) else e}") from None
-
-
-def _infer(proto):
-    import onnx
-    try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as e:  # noqa: BLE001 - inconsistent model
-        raise TinyclError(f"ONNX shape inference failed: {str(e).splitlines()[0] if str(e) else e}") from None
-
-
-_PROBES = (7, 11)
-
-
-def _shapes(model) -> dict[str, list | None]:
-    """Value name -> dims after shape inference. A symbolic batch is inferred at two sizes (7 and 11),
-    so that reshape targets computed from ``Shape`` resolve; a dim that follows the batch is written
-    ``"N"`` and one that changes otherwise ``"?"`` (the value mixes the batch into its features)."""
-    inp = model.graph.input[0]
-    first = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
-    if first is None or first.HasField("dim_value"):
-        g = _infer(model).graph
-        return {v.name: _dims(v) for v in [*g.input, *g.value_info, *g.output]}
-    runs = []
-    for b in _PROBES:
-        m = type(model)()
-        m.CopyFrom(model)
-        del m.graph.value_info[:]
-        for o in m.graph.output:
-            o.type.tensor_type.ClearField("shape")
-        m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = b
-        g = _infer(m).graph
-        runs.append({v.name: _dims(v) for v in [*g.input, *g.value_info, *g.output]})
-    out = {}
-    for k, a in runs[0].items():
-        b = runs[1].get(k)
-        if a is None or b is None or len(a) != len(b):
-            out[k] = None
-        elif (a[:1], b[:1]) == ([_PROBES[0]], [_PROBES[1]]):
-            out[k] = ["N", *(x if x == y else "?" for x, y in zip(a[1:], b[1:]))]
-        else:
-            out[k] = ["?" if x != y else x for x, y in zip(a, b)]
-    return out
-
-
-def _dims(value_info) -> list | None:
-    """Dims of a value (ints, or strings for symbolic / unknown dims); None if the rank is unknown."""
-    t = value_info.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
 
 
 def module_path(node_name: str, known: set[str]) -> str:
@@ -148,7 +100,12 @@ class Importer:
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.consts: dict[str, np.ndarray] = dict(self.inits)
         self.folded: set[str] = set()   # first outputs of nodes folded to constants
-        self.dims = _shapes(self._prefold())
+        model = self._prefold()
+        self.dims = infer_shapes(model)
+        for _ in range(len(proto.graph.node)):   # fold shape math, pin reshapes, infer again
+            if not (fold_shapes(self, model) | pin_reshapes(self, model)):
+                break
+            self.dims = infer_shapes(model)
         inp = g.input[0]
         self.input_name = inp.name
         d = self.dims.get(inp.name)
@@ -325,7 +282,7 @@ class Importer:
         from onnx import numpy_helper
         g = self.proto.graph
         for node in g.node:
-            if node.op_type not in _NO_FOLD and self._fold(node):
+            if node.op_type not in NO_FOLD and self._fold(node):
                 self.folded.add(node.output[0])
         rest = [n for n in g.node if n.output[0] not in self.folded]
         used = {x for n in rest for x in n.input} | {o.name for o in g.output}
@@ -335,23 +292,25 @@ class Importer:
         model = onnx.helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
         return model
 
+    def evaluate(self, node, feeds: dict) -> list:
+        from onnx.reference import ReferenceEvaluator
+        try:
+            return ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+        except Exception as e:  # noqa: BLE001 - an op the reference evaluator cannot fold
+            raise self.error(node, f"on constants could not be folded: {str(e).splitlines()[0] if str(e) else e}") \
+                from None
+
     def _fold(self, node) -> bool:
         """Evaluate a node whose inputs are all constants (Constant, Identity of a weight, shape math)."""
         if node.op_type == "Shape" and node.input[0] in self.dims:
             d = self.dims[node.input[0]]
             if d and all(isinstance(x, int) for x in d):
-                self.consts[node.output[0]] = _shape_slice(np.array(d, dtype=np.int64), node)
+                self.consts[node.output[0]] = shape_slice(np.array(d, dtype=np.int64), node)
                 return True
             return False
-        if node.op_type in _NO_FOLD or any(x and x not in self.consts for x in node.input):
+        if node.op_type in NO_FOLD or any(x and x not in self.consts for x in node.input):
             return False
-        from onnx.reference import ReferenceEvaluator
-        try:
-            feeds = {x: self.consts[x] for x in node.input if x}
-            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
-        except Exception as e:  # noqa: BLE001 - an op the reference evaluator cannot fold
-            raise self.error(node, f"on constants could not be folded: {str(e).splitlines()[0] if str(e) else e}") \
-                from None
+        outs = self.evaluate(node, {x: self.consts[x] for x in node.input if x})
         for name, v in zip(node.output, outs):
             if name:
                 self.consts[name] = np.asarray(v)
@@ -381,14 +340,6 @@ def _prefixes(path: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _shape_slice(d: np.ndarray, node) -> np.ndarray:
-    start = next((a.i for a in node.attribute if a.name == "start"), 0)
-    end = next((a.i for a in node.attribute if a.name == "end"), None)
-    return d[start:end]
-
-
-_NO_FOLD = ("Shape", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-            "Bernoulli")
 _SHORT = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Concat": "cat", "ReduceMean": "mean",
           "ReduceSum": "sum", "Relu": "relu", "Sigmoid": "sigmoid", "Flatten": "flatten", "Reshape": "reshape",
           "Transpose": "permute", "Slice": "getitem", "Split": "split", "Clip": "clamp", "HardSwish": "hardswish",

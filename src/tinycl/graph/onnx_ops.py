@@ -186,7 +186,8 @@ def _binary(imp, node, a):
     c = y if dx else x
     v = imp.consts.get(c)
     if v is None:
-        raise imp.error(node, f"has an operand '{c}' that is neither a tensor of the batch nor a constant")
+        raise imp.error(node, f"reads '{c}', neither a tensor of the batch nor a constant (a random mask? "
+                              f"export the model in eval mode)")
     if v.size == 1:
         return imp.add(node, op, [x if dx else y], {"scalar": _f32(v.reshape(-1)[0]), "reverse": not dx})
     ref = imp.const_node(node, c)
@@ -231,7 +232,8 @@ def _slice(imp, node, a):
         starts, ends = a["starts"], a["ends"]
         axes, steps = a.get("axes", range(len(starts))), [1] * len(starts)
     else:
-        get = lambda i, role: imp.const(node.input[i], node, role) if len(node.input) > i and node.input[i] else None  # noqa: E731
+        def get(i, role):
+            return imp.const(node.input[i], node, role) if len(node.input) > i and node.input[i] else None
         starts, ends = get(1, "starts").tolist(), get(2, "ends").tolist()
         axes = get(3, "axes")
         axes = range(len(starts)) if axes is None else axes.tolist()
@@ -309,7 +311,7 @@ def _resize(imp, node, a):
     x = node.input[0]
     ins, outs = imp.sample_shape(x, node), imp.sample_shape(node.output[0], node)
     if len(ins) != 3 or ins[0] != outs[0]:
-        raise imp.error(node, f"resizes {list(ins)} to {list(outs)}; tinycl upsamples the two spatial dims of (C, H, W)")
+        raise imp.error(node, f"resizes {list(ins)} to {list(outs)}; tinycl upsamples the spatial dims of (C, H, W)")
     mode, ctm = _s(a.get("mode", "nearest")), _s(a.get("coordinate_transformation_mode", "half_pixel"))
     if a.get("antialias", 0):
         raise imp.error(node, "uses antialias; not supported")
