@@ -53,3 +53,24 @@ def test_run_pretrain_and_profile_on_a_user_model(folder, tmp_path):
     prof = json.loads(r.stdout)
     trained = [x for x in prof["layers"] if not x["frozen"]]
     assert trained and all(x["name"].startswith(("layer2", "head", "mean", "flatten")) for x in trained)
+
+
+def test_onnx_file_through_from_onnx_layers_and_profile(tmp_path):
+    import torch
+
+    import tinycl
+    from user_model import make
+    model = make(4, (3, 16, 16)).eval()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 16, 16), str(path), dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, dynamic_axes={"input": {0: "n"}},
+                      input_names=["input"])
+    net = tinycl.from_onnx(str(path))            # checked against onnxruntime inside
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(net.predict(x), model(x), rtol=1e-4, atol=1e-5)
+    r = _cli("layers", "--model", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "layer2.add" in {x["name"] for x in json.loads(r.stdout)["layers"]}
+    r = _cli("profile", "--model", str(path), "--target", "vega", "--latent-layer", "layer1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"]["cycles"] > 0

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .models.convert import from_torch  # noqa: E402
+from .models.convert import from_onnx, from_torch  # noqa: E402
 
-__all__ = ["__version__", "from_torch"]
+__all__ = ["__version__", "from_torch", "from_onnx"]

@@ -145,9 +145,14 @@ def _layers(args) -> int:
             raise TinyclError(f"--input-shape must be positive integers, got {args.input_shape!r}")
     if args.num_classes < 1:
         raise TinyclError(f"--num-classes must be >= 1, got {args.num_classes}")
-    model = create(args.model, num_classes=args.num_classes, input_shape=shape)
-    rows = layer_rows(capture(model, model.input_shape))
-    print(jsonout.dumps({"model": args.model, "input_shape": list(model.input_shape), "layers": rows}, indent=1)
+    if args.model.endswith(".onnx"):
+        from .graph.onnx import graph_from_onnx
+        graph = graph_from_onnx(args.model)[0]
+    else:
+        model = create(args.model, num_classes=args.num_classes, input_shape=shape)
+        graph = capture(model, model.input_shape)
+    rows = layer_rows(graph)
+    print(jsonout.dumps({"model": args.model, "input_shape": list(graph.input_shape), "layers": rows}, indent=1)
           if args.json else format_layers(rows))
     return 0
 
@@ -190,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ly = sub.add_parser("layers", help="the nodes of a model: output shape, parameters, MACs, split points",
                         description="Capture a model (zoo name or FILE.py:FACTORY) and list its nodes, to "
                                     "choose a latent layer.")
-    ly.add_argument("--model", default="resnet8", help="zoo name or FILE.py:FACTORY")
+    ly.add_argument("--model", default="resnet8", help="zoo name, FILE.py:FACTORY or FILE.onnx")
     ly.add_argument("--input-shape", help="C,H,W (default: the zoo model's; required for FILE.py models)")
     ly.add_argument("--num-classes", type=int, default=10)
     ly.add_argument("--json", action="store_true")

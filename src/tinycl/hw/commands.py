@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("profile", help="modelled cost of one learning event on a device",
                               description="Per-layer MACs, cycles, latency, energy and peak memory of one "
                                           "learning event (INT8 frozen front + trained back) on a target.")
-    p.add_argument("--model", help="zoo model name (tinycl.models.registry) or FILE.py:FACTORY")
+    p.add_argument("--model", help="zoo model name (tinycl.models.registry), FILE.py:FACTORY or FILE.onnx")
     p.add_argument("--input-shape", help="C,H,W of one sample (default: the zoo model's; needed for FILE.py)")
     p.add_argument("--num-classes", type=int, help="classes of the model's output (default: the zoo model's)")
     p.add_argument("--config", help="YAML file with keys: " + ", ".join(sorted(_CONFIG_KEYS)))
@@ -86,8 +86,14 @@ def run_profile(args) -> int:
     from tinycl.models.registry import create
     cfg = _settings(args)
     shape = tuple(cfg["input_shape"]) if cfg.get("input_shape") else None
-    model = create(cfg["model"], num_classes=cfg.get("num_classes"), input_shape=shape)
-    p = profile(model, model.input_shape, cfg["target"], cfg["precision"], cfg.get("latent_layer"),
+    if str(cfg["model"]).endswith(".onnx"):   # the ONNX file's own graph
+        from tinycl.graph.onnx import graph_from_onnx
+        model = graph_from_onnx(cfg["model"])[0]
+        in_shape = model.input_shape
+    else:
+        model = create(cfg["model"], num_classes=cfg.get("num_classes"), input_shape=shape)
+        in_shape = model.input_shape
+    p = profile(model, in_shape, cfg["target"], cfg["precision"], cfg.get("latent_layer"),
                 int(cfg["batch"]), int(cfg["n_replays"]), int(cfg["lr_bits"]),
                 step_batch=int(cfg["step_batch"]) if cfg.get("step_batch") else None)
     p["model"] = cfg["model"]

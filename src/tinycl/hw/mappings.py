@@ -115,7 +115,7 @@ class Tiled(Flat):
         return cyc, tp.l1_bytes
 
 
-def conv_paddings(w: Workload, model=None) -> dict:
+def conv_paddings(w: Workload) -> dict:
     """Conv name -> padding, from the captured graph's geometry (square padding and stride only)."""
     out = {}
     for l in w.layers:
@@ -142,7 +142,7 @@ class EtaArray:
         dram = [m for m in target.memory if m.bandwidth_bytes_per_cycle][-1].name
         by_name = {l.name: l for l in w.layers}
         out = []
-        for r in layer_steps(w, conv_paddings(w, model), cfg):
+        for r in layer_steps(w, conv_paddings(w), cfg):
             l = by_name.get(r.name)
             if l is None:   # the SGD update of all adaptive parameters, once per step
                 macs = dict(_ZERO, update=sum(x.macs["update"] for x in w.adaptive))
@@ -175,7 +175,7 @@ class TinyclPU:
         from tinycl.hw.accel_tinycl.layers import layer_passes
         arch = load_arch(None, target, self.overrides)
         level = target.memory[0].name
-        pads = conv_paddings(w, model)
+        pads = conv_paddings(w)
         per_step = w.steps * w.step_batch
         out = []
         for l in w.layers:

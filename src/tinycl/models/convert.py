@@ -69,6 +69,41 @@ def from_torch(module: nn.Module, input_shape, precision="fp32", impl: str = "at
     return net
 
 
+def from_onnx(path, precision="fp32", impl: str = "aten", channels_last: bool | None = None,
+              training: bool = True) -> Network:
+    """A :class:`Network` from an ONNX file or ``onnx.ModelProto`` (docs/engine.md, "ONNX"): the same
+    graph and ops as :func:`from_torch`; checked against onnxruntime when it is installed."""
+    from ..graph.onnx import graph_from_onnx
+    graph, _ = graph_from_onnx(path)
+    net = from_graph(graph, precision, impl, channels_last, training)
+    _check_onnx(path, net)
+    return net
+
+
+def _check_onnx(path, net: Network) -> None:
+    """The network's eval output equals onnxruntime's on a seeded random probe (skipped without it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    model = path if isinstance(path, (str, bytes)) else path.SerializeToString()
+    try:
+        sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                    providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime cannot run it: nothing to compare against
+        return
+    probe = torch.randn((2, *net.input_shape), generator=torch.Generator().manual_seed(0))
+    try:
+        ref = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: probe.numpy()})[0])
+    except Exception:  # noqa: BLE001 - e.g. a fixed batch of 1 in the file
+        return
+    out = net.predict(probe)
+    err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+    if out.shape != ref.shape or not err <= 1e-3:
+        raise TinyclError(f"the imported ONNX network differs from onnxruntime (relative error {err:.2e}); "
+                          f"please report this model")
+
+
 def from_graph(graph: Graph, precision="fp32", impl: str = "aten", channels_last: bool | None = None,
                training: bool = True) -> Network:
     """A :class:`Network` running a captured graph (e.g. the back of ``graph.split(latent_layer)``).
