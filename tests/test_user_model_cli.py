@@ -74,3 +74,23 @@ def test_onnx_file_through_from_onnx_layers_and_profile(tmp_path):
     r = _cli("profile", "--model", str(path), "--target", "vega", "--latent-layer", "layer1", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"]["cycles"] > 0
+
+
+def test_run_on_an_onnx_model_file(folder, tmp_path):
+    import torch
+
+    from user_model import make
+    torch.manual_seed(0)
+    model = make(4, (3, 16, 16)).eval()
+    path = tmp_path / "trained.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 16, 16), str(path), dynamo=False, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, dynamic_axes={"input": {0: "n"}},
+                      input_names=["input"])
+    r = _cli("run", "--model", str(path), "--data", f"imagefolder:{folder}", "--out", str(tmp_path / "run"),
+             "--json", "--quiet", "--set", "epochs=1", "--set", "latent_layer=layer1",
+             "--set", "initial_classes=2", "--set", "n_replays=20")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["latent_shape"] == [8, 16, 16] and res["backbone"] == str(path)
+    bad = _cli("run", "--model", str(path), "--data", "shipped", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "takes input" in bad.stderr

@@ -29,7 +29,7 @@ FACTORY_KEYS = ("data", "model", "seed", "initial_classes", "pretrain_epochs", "
 class Setup:
     dataset: object
     stream: list
-    model: nn.Module          # full model with backbone weights (eval)
+    model: nn.Module | Graph  # full model with backbone weights (eval); an ONNX model's graph
     front: nn.Module          # INT8 QuantizedFront, or the float front
     back: Graph               # the captured back (from the latent layer to the logits)
     mean: torch.Tensor
@@ -68,6 +68,8 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
             raise TinyclError(f"backbone {cfg['backbone']} was trained for input {b['input_shape']} and "
                               f"{b['num_classes']} classes; the data has {ds.image_shape} and {ds.num_classes}")
         return b, str(cfg["backbone"])
+    if str(cfg["model"]).endswith(".onnx"):   # a trained model file: its weights are the backbone
+        return _onnx_backbone(cfg, ds), str(cfg["model"])
     if ds.experiences is not None:  # the dataset's own stream (CORe50): its first batch
         initial = list(ds.experiences[0].classes)
         mask = torch.zeros(len(ds.train.y), dtype=torch.bool)
@@ -81,6 +83,20 @@ def _backbone(cfg: dict, ds, out_dir: Path, progress: bool) -> tuple[dict, str]:
     b["factory_config"] = made_by
     B.save_backbone(saved, b)
     return b, "factory"
+
+
+def _onnx_backbone(cfg: dict, ds) -> dict:
+    """An ONNX model is trained already: its initial classes are the config's first classes and the
+    input normalisation comes from their training images."""
+    if ds.experiences is not None:
+        initial = list(ds.experiences[0].classes)
+        mask = torch.zeros(len(ds.train.y), dtype=torch.bool)
+        mask[ds.experiences[0].train_idx] = True
+    else:
+        initial = _order(ds.num_classes, [], cfg["seed"], cfg["class_order"])[:cfg["initial_classes"]]
+        mask = torch.isin(ds.train.y, torch.tensor(initial))
+    mean, std = B.normalizer(ds.train.x[mask])
+    return {"model": cfg["model"], "classes": initial, "mean": mean, "std": std}
 
 
 def _front_key(front: Graph, calib: torch.Tensor) -> str:
@@ -146,7 +162,26 @@ def _split(model, cfg, shape) -> tuple[Graph, Graph, Graph]:
     return graph, front, back
 
 
+def _onnx_graph(cfg, ds) -> Graph:
+    """The graph of an ONNX model file (its weights are the backbone), checked against the data."""
+    from ..graph.onnx import graph_from_onnx
+    graph = graph_from_onnx(cfg["model"])[0]
+    if tuple(graph.input_shape) != tuple(ds.image_shape):
+        raise TinyclError(f"model {cfg['model']} takes input {graph.input_shape}; the data has {ds.image_shape}")
+    if tuple(graph[graph.output].shape) != (ds.num_classes,):
+        raise TinyclError(f"model {cfg['model']} outputs {graph[graph.output].shape}; the data has "
+                          f"{ds.num_classes} classes")
+    return graph
+
+
 def _check_split(cfg, ds) -> None:
+    if str(cfg["model"]).endswith(".onnx"):
+        graph = _onnx_graph(cfg, ds)
+        try:
+            graph.split(cfg["latent_layer"])
+        except TinyclError as e:
+            raise TinyclError(f"config: 'latent_layer': {e}") from None
+        return
     _split(create(cfg["model"], num_classes=ds.num_classes, input_shape=ds.image_shape), cfg, ds.image_shape)
     if cfg["backbone"] == "none" and ds.experiences is None and cfg["initial_classes"] >= ds.num_classes:
         raise TinyclError(f"config: 'initial_classes' ({cfg['initial_classes']}) must be below the "
@@ -174,8 +209,12 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
         if initial >= ds.num_classes:
             raise TinyclError(f"initial_classes ({initial}) leaves no class to learn of {ds.num_classes}")
         stream = class_incremental(ds, initial, cfg["classes_per_experience"], class_order=order)
-    model = B.build_model(bb)   # eval mode: the back's batch norms are not frozen, they train
-    graph, front_g, back = _split(model, cfg, ds.image_shape)
+    if str(cfg["model"]).endswith(".onnx"):
+        graph = model = _onnx_graph(cfg, ds)
+        front_g, back = graph.split(cfg["latent_layer"])
+    else:
+        model = B.build_model(bb)   # eval mode: the back's batch norms are not frozen, they train
+        graph, front_g, back = _split(model, cfg, ds.image_shape)
     mean, std = bb["mean"], bb["std"]
     key = None
     if cfg["front_int8"]:
