@@ -1,5 +1,6 @@
 """Measured ground truth: the generated C learner on a Cortex-M4F (QEMU) beside the STM32L4 model.
 
+``measured/battery.yaml`` holds the battery assumed by the lifetime row.
 ``measured/cortex-m4f.json`` holds the instruction counts per learning event written by
 ``bench/deploy_measure.py --write`` (the command is stored in the file); ``measured/cortex-m4f.yaml``
 holds the cycles-per-instruction assumption (one tagged number, read by :mod:`tinycl.hw.spec`).
@@ -26,6 +27,17 @@ def cpi(overrides: dict | None = None) -> tuple[float, str]:
     value = r.number(y, "cpi", "cpi")
     r.check_overrides()
     return value, r.params["cpi"].source
+
+
+def battery(overrides: dict | None = None) -> tuple[float, float]:
+    """(capacity in mAh, voltage in V) of the lifetime row, from ``measured/battery.yaml``."""
+    path = MEASURED / "battery.yaml"
+    y = read_yaml(path)
+    r = SpecReader(str(path), "battery file", overrides)
+    r.keys(y, {"capacity_mah", "voltage_v"})
+    out = r.number(y, "capacity_mah", "capacity_mah"), r.number(y, "voltage_v", "voltage_v")
+    r.check_overrides()
+    return out
 
 
 def validation_rows(results: list[dict], overrides: dict | None = None) -> list[dict]:

@@ -26,6 +26,7 @@ from torch import nn
 
 from tinycl.hw.cost import mac_per_cycle, profile_workload, resolve_target
 from tinycl.hw.energy import battery_life_hours
+from tinycl.hw.measured import battery
 from tinycl.hw.workload import build_workload
 from tinycl.models.registry import create
 
@@ -131,14 +132,11 @@ def vega_stm32(what, fast):
     return f
 
 
-BATTERY = (3300, 3.7)   # mAh, V: assumed (not published)
-
-
 def lifetime(fast):
     def f(ov):
         ps = [_prof("mobilenet-v1", "vega", ov, "fp32", lat, **LR) for lat in latents(fast)]
         e, t = mean(p["total"]["energy_j"] for p in ps), mean(p["total"]["latency_s"] for p in ps)
-        return battery_life_hours(e, 1, *BATTERY, resolve_target("vega", ov).idle_power_w, t)
+        return battery_life_hours(e, 1, *battery(), resolve_target("vega", ov).idle_power_w, t)
     return f
 
 
@@ -196,7 +194,9 @@ def table_rows(fast: bool = False) -> list[Row]:
             "the time ratio x the assumed powers (active power x time on both)",
             derived_from="VEGA over STM32L4, latent-replay learning time"),
         Row("lifetime at one mini-batch a minute", 535, "h", lifetime(fast), ("vega",), "mobilenet-lr",
-            f"battery not published: assumed {BATTERY[0]} mAh at {BATTERY[1]} V; the event as above", check=True),
+            "battery not published: assumed {:g} mAh at {:g} V (hw/measured/battery.yaml); the event as above"
+            .format(*battery()),
+            check=True),
         Row("total memory of latent-replay CL (bound)", 64.0, "MB", lr_memory, ("vega",), "mobilenet-lr-mem",
             "all tensor groups for latent conv5_4/dw, 1500 LRs at 8 bit, 128 new images, steps of 1, FP32 "
             "(published: 'under 64 MB')"),
