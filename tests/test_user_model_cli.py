@@ -94,3 +94,14 @@ def test_run_on_an_onnx_model_file(folder, tmp_path):
     assert res["latent_shape"] == [8, 16, 16] and res["backbone"] == str(path)
     bad = _cli("run", "--model", str(path), "--data", "shipped", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "takes input" in bad.stderr
+
+
+def test_run_on_torchvision_mobilenet_v2(folder, tmp_path):
+    spec = f"{Path(__file__).parent / 'tv_factory.py'}:mobilenet_v2"
+    r = _cli("run", "--model", spec, "--data", f"imagefolder:{folder}", "--out", str(tmp_path / "run"), "--json",
+             "--quiet", "--set", "backbone=none", "--set", "pretrain_epochs=1", "--set", "epochs=1",
+             "--set", "latent_layer=features.6", "--set", "initial_classes=2", "--set", "n_replays=20")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["latent_shape"] == [16, 2, 2]        # features.6 of MobileNetV2 x0.35 (32 x 0.35 -> 16) on 16x16
+    assert res["footprint_bytes"]["front_weights"] > 0 and res["learning_event"]["energy_j"] > 0
