@@ -129,6 +129,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinycl: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
 
 
+def _export(args) -> int:
+    from .cli_export import export_run
+    from .report import jsonout
+    info = export_run(args.run, args.out, args.max_new, args.replay_batch, args.seed)
+    print(jsonout.dumps(info, indent=1) if args.json else
+          f"wrote {info['out']}: {info['front_ops']} front ops, {info['back_ops']} back ops, arena "
+          f"{info['arena_bytes']:,} bytes, {info['replay_capacity']} replays at {info['latent_bits']} bits; "
+          f"`make -C {info['out']}` builds it for the host, `make -C {info['out']} m4` for a Cortex-M4")
+    return 0
+
+
 def _layers(args) -> int:
     from .graph import capture
     from .graph.table import format_layers, layer_rows
@@ -191,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_pretrain)
+
+    ex = sub.add_parser("export", help="the C project of a finished run's learner (docs/deploy.md)",
+                        description="Write a self-contained C99 project of the learner of a finished `tinycl run`: "
+                                    "INT8 front, packed replay memory, FP32 back with its current weights, "
+                                    "bit-exact with the emulation (docs/deploy.md).")
+    ex.add_argument("--run", required=True, metavar="DIR", help="the run folder (config.json, state.ckpt)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="the project folder to create (must be new or empty)")
+    ex.add_argument("--max-new", type=int, default=8, help="new samples per learning event (default 8)")
+    ex.add_argument("--replay-batch", type=int, default=8, help="replays per learning event (default 8)")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the device's PCG32 replay generator")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=_export)
 
     ly = sub.add_parser("layers", help="the nodes of a model: output shape, parameters, MACs, split points",
                         description="Capture a model (zoo name or FILE.py:FACTORY) and list its nodes, to "

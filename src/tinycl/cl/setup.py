@@ -188,7 +188,9 @@ def _check_split(cfg, ds) -> None:
                           f"number of classes ({ds.num_classes})")
 
 
-def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
+def build(cfg: dict, out_dir: Path, progress: bool = True, latents: bool = True) -> Setup:
+    """The experiment of ``cfg``; ``latents=False`` stops after the INT8 front (no latents computed:
+    what ``tinycl export`` needs)."""
     ds = load_data(cfg["data"])
     if ds.num_classes < 2:
         raise TinyclError(f"data {cfg['data']}: needs at least 2 classes, has {ds.num_classes}")
@@ -226,6 +228,9 @@ def build(cfg: dict, out_dir: Path, progress: bool = True) -> Setup:
         front = quantize_front(front_g, calib_x)
     else:
         front = FloatFront(front_g)
+    if not latents:
+        return Setup(ds, stream, model, front, back, mean, std, order, source, None, None,
+                     tuple(back.input_shape), graph)
     train_lat = _latents(front, ds.train.x, mean, std, key=key, progress=progress, what="train latents")
     test_lat = _latents(front, ds.test.x, mean, std, key=key, progress=progress, what="test latents")
     return Setup(ds, stream, model, front, back, mean, std, order, source, train_lat, test_lat,
