@@ -210,3 +210,38 @@ class SequenceNet(nn.Module):
 
 def test_one_dimensional_and_remaining_primitives():
     check_against_autograd(SequenceNet(), (4, 37), batch=3)
+
+
+class MoreOps(nn.Module):
+    """Dilated, transposed and padded convs, group norm, PReLU, ELU, Softplus, Mish, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.dil = nn.Conv2d(3, 8, 3, padding=2, dilation=2)
+        self.gn = nn.GroupNorm(4, 8)
+        self.act = nn.PReLU(8)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding="valid")
+        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1)
+        self.tcn = nn.Conv1d(4, 6, 3, padding=2, dilation=2)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y = self.act(self.gn(self.dil(x)))
+        y = F.elu(self.down(F.pad(y, (1, 0, 1, 0))), alpha=0.7)
+        y = F.mish(self.up(y))                                   # N, 4, H, W
+        y = F.softplus(self.tcn(y.flatten(2)), beta=2.0)         # N, 6, HW
+        y = y * torch.softmax(y, dim=2)                          # attention-style pooling weights
+        return F.log_softmax(self.fc(y.sum(2)), dim=1)
+
+
+def test_dilated_transposed_padded_convs_group_norm_and_more_activations():
+    check_against_autograd(MoreOps(), (3, 9, 9), batch=3)
+
+
+def test_dilated_and_transposed_conv_macs_by_hand():
+    from tinycl.graph.counts import node_counts
+    g = capture(MoreOps(), (3, 9, 9))
+    assert node_counts(g["dil"], g)["forward"] == 8 * 9 * 9 * 3 * 9          # out pixels x cin x taps
+    up_in = g[g["up"].inputs[0]].shape                                       # (8, 4, 4)
+    assert node_counts(g["up"], g)["forward"] == 8 * up_in[1] * up_in[2] * 4 * 9   # in pixels x cout x taps
+    assert g["up"].shape == (4, 8, 8) and g["tcn"].op == "conv_general"

@@ -27,9 +27,9 @@ from ..kernels.macs import conv2d_macs, linear_macs
 from .ir import Graph, Node
 
 STEPS = ("forward", "backward_input", "backward_weight", "update")
-MAC_OPS = ("conv2d", "conv1d", "linear")
+MAC_OPS = ("conv2d", "conv1d", "linear", "conv_general")
 POINTWISE = ("relu", "relu6", "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu",
-             "clamp", "hardtanh", "dropout", "stochastic_depth")
+             "clamp", "hardtanh", "dropout", "stochastic_depth", "elu", "softplus", "mish", "prelu")
 VIEWS = ("reshape", "getitem", "detach", "param", "const", "input", "slice", "permute", "cat", "split")
 
 
@@ -56,10 +56,22 @@ def node_counts(node: Node, graph: Graph, n: int = 1) -> dict[str, int]:
         m = dict(conv2d_macs(n, ins[0], a["out_channels"], h, w, k[0], k[1], s, p, a["groups"]))
         m["update"] += a["out_channels"] if "bias" in node.params else 0
         return m
+    if op == "conv_general":   # dilated or transposed: each input-output pair of taps, from the shapes
+        k, g = _prod(a["kernel"]), a["groups"]
+        small = ins if a["transposed"] else node.shape      # the side each tap is counted on
+        other = node.shape[0] if a["transposed"] else ins[0]
+        m = n * small[0] * _prod(small[1:]) * (other // g) * k
+        params = a["out_channels"] * (a["in_channels"] // g) * k + (a["out_channels"] if "bias" in node.params else 0)
+        return {"forward": m, "backward_input": m, "backward_weight": m, "update": params}
     if op == "linear":
         return dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], "bias" in node.params))
     if op == "batchnorm":
         return {"forward": 2 * e_out, "backward_input": 3 * e_out, "backward_weight": e_out, "update": 2 * ins[0]}
+    if op == "groupnorm":
+        return {"forward": 5 * e_out, "backward_input": 8 * e_out, "backward_weight": 2 * e_out if node.params else 0,
+                "update": 2 * ins[0] if node.params else 0}
+    if op == "softmax":
+        return {**zero, "forward": 3 * e_out, "backward_input": 3 * e_out}
     if op == "layernorm":
         c = _prod(a["normalized_shape"]) if node.params else 0
         return {"forward": 5 * e_out, "backward_input": 8 * e_out, "backward_weight": 2 * e_out if c else 0,

@@ -252,8 +252,42 @@ def _norm(low, n, op):
     return op, [a["x"]], attrs, _bound(low, n, a, ("weight", "bias"), "param"), {}
 
 
+def _more(low, n, op):
+    """group_norm, softmax / log_softmax, pad, elu, softplus, mish, prelu (functional forms)."""
+    from .lower import target_name
+    x = n.args[0]
+    if op == "groupnorm":
+        a = _args(low, n, ["x", "num_groups", "weight", "bias", "eps"], {"weight": None, "bias": None, "eps": 1e-5})
+        attrs = dict(groups=int(a["num_groups"]), eps=float(a["eps"]), channels=low.p2[x].shape[1])
+        return op, [x], attrs, _bound(low, n, a, ("weight", "bias"), "param"), {}
+    if op == "softmax":
+        a = _args(low, n, ["x", "dim", "_stacklevel", "dtype"], {"dim": None, "dtype": None})
+        if a["dim"] is None or a["dtype"] is not None:
+            raise low.error(n, "needs an explicit dim and no dtype")
+        return op, [x], {"dim": _dims(low, n, a["dim"], low.p2[x].dim())[0], "log": "log" in target_name(n)}, {}, {}
+    if op == "pad":
+        a = _args(low, n, ["x", "pad", "mode", "value"], {"mode": "constant", "value": None})
+        if a["mode"] != "constant" or a["value"] not in (None, 0, 0.0) or any(p < 0 for p in a["pad"]):
+            raise low.error(n, "is supported with mode='constant', value 0 and non-negative pads only")
+        if len(a["pad"]) // 2 >= low.p2[x].dim():
+            raise low.error(n, "pads the batch dimension")
+        return op, [x], {"pad": tuple(int(p) for p in a["pad"])}, {}, {}
+    if op == "prelu":
+        a = _args(low, n, ["x", "weight"], {})
+        params = _bound(low, n, a, ("weight",), "param")
+        return op, [x], {"channels": low.params[params["weight"]].numel()}, params, {}
+    names = {"elu": (["x", "alpha"], {"alpha": 1.0}), "softplus": (["x", "beta", "threshold"],
+             {"beta": 1.0, "threshold": 20.0}), "mish": (["x"], {})}[op]
+    a = _args(low, n, *names)
+    if a.pop("inplace", False) not in (False, True):
+        raise low.error(n, "has an unexpected argument")
+    return op, [x], {k: float(v) for k, v in a.items() if k != "x"}, {}, {}
+
+
 def lower_function(low, n: fx.Node, op: str):
     """(op, tensor inputs, attrs, params, buffers) of a call_function / call_method node."""
+    if op in ("groupnorm", "softmax", "pad", "elu", "softplus", "mish", "prelu"):
+        return _more(low, n, op)
     if op in ("linear", "conv2d"):
         return (*_weighted(low, n, op), {})
     if op in ("batchnorm", "layernorm"):

@@ -37,7 +37,9 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "dropout": "dropout", "stochastic_depth": "stochastic_depth", "adaptive_avg_pool2d": "adaptive_avgpool",
           "adaptive_avg_pool1d": "adaptive_avgpool", "avg_pool2d": "avgpool", "max_pool2d": "maxpool",
           "avg_pool1d": "avgpool", "max_pool1d": "maxpool", "interpolate": "upsample", "getitem": "getitem",
-          "linear": "linear", "conv2d": "conv2d", "batch_norm": "batchnorm", "layer_norm": "layernorm"}
+          "linear": "linear", "conv2d": "conv2d", "batch_norm": "batchnorm", "layer_norm": "layernorm",
+          "group_norm": "groupnorm", "softmax": "softmax", "log_softmax": "softmax", "pad": "pad",
+          "elu": "elu", "softplus": "softplus", "mish": "mish", "prelu": "prelu"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 

@@ -21,24 +21,52 @@ def _pw(m, path, err, *names):
 
 
 def _conv(m, path, err):
-    dims = 2 if isinstance(m, nn.Conv2d) else 1
+    """Conv1d/2d and ConvTranspose1d/2d; a dilated or transposed conv is ``conv_general`` (ATen kernels)."""
+    dims = 2 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) else 1
     size = _pair if dims == 2 else (lambda v: (_one(v),))
     if m.padding_mode != "zeros":
         raise err(f"has padding_mode={m.padding_mode!r}; only 'zeros' is supported")
-    if any(d != 1 for d in (m.dilation if isinstance(m.dilation, tuple) else (m.dilation,))):
-        raise err(f"has dilation {m.dilation}; only dilation 1 is supported")
-    k = size(m.kernel_size)
+    k, dil = size(m.kernel_size), size(m.dilation)
     pad = m.padding
     if isinstance(pad, str):
         if pad == "valid":
             pad = 0
-        elif all(x % 2 == 1 for x in k):  # 'same' with odd kernels is symmetric
-            pad = tuple(x // 2 for x in k)
+        elif all((d * (x - 1)) % 2 == 0 for x, d in zip(k, dil)):  # 'same' padding that is symmetric
+            pad = tuple(d * (x - 1) // 2 for x, d in zip(k, dil))
         else:
-            raise err(f"has padding='same' with an even kernel {k} (asymmetric padding)")
+            raise err(f"has padding='same' with kernel {k} and dilation {dil} (asymmetric padding)")
+    transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d))
     attrs = dict(kernel=k, stride=size(m.stride), padding=size(pad), groups=m.groups,
                  in_channels=m.in_channels, out_channels=m.out_channels)
+    if transposed or any(d != 1 for d in dil):
+        attrs.update(dilation=dil, transposed=transposed, dims=dims,
+                     output_padding=size(m.output_padding) if transposed else (0,) * dims)
+        return "conv_general", attrs, _pw(m, path, err, "weight", "bias"), {}
     return f"conv{dims}d", attrs, _pw(m, path, err, "weight", "bias"), {}
+
+
+def _groupnorm(m, path, err):
+    return "groupnorm", dict(groups=m.num_groups, eps=m.eps, channels=m.num_channels), \
+        _pw(m, path, err, "weight", "bias"), {}
+
+
+def _softmax(m, path, err):
+    if m.dim is None:
+        raise err("has dim=None; give the dimension")
+    return "softmax", dict(dim=int(m.dim), log=isinstance(m, nn.LogSoftmax)), {}, {}
+
+
+def _prelu(m, path, err):
+    return "prelu", dict(channels=m.num_parameters), {"weight": f"{path}.weight"}, {}
+
+
+def _zeropad(m, path, err):
+    if float(getattr(m, "value", 0.0)) != 0.0:
+        raise err("pads with a non-zero value; only zero padding is supported")
+    pad = tuple(int(p) for p in m.padding)
+    if any(p < 0 for p in pad):
+        raise err("has negative padding (cropping)")
+    return "pad", dict(pad=pad), {}, {}
 
 
 def _linear(m, path, err):
@@ -117,7 +145,10 @@ def _identity(m, path, err):
 
 
 MODULE_OPS: dict[type, Callable] = {
-    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Linear: _linear, nn.BatchNorm1d: _batchnorm,
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.ConvTranspose1d: _conv, nn.ConvTranspose2d: _conv, nn.Linear: _linear,
+    nn.GroupNorm: _groupnorm, nn.Softmax: _softmax, nn.LogSoftmax: _softmax, nn.PReLU: _prelu,
+    nn.ELU: _act("elu", alpha="alpha"), nn.Softplus: _act("softplus", beta="beta", threshold="threshold"),
+    nn.Mish: _act("mish"), nn.ZeroPad2d: _zeropad, nn.ConstantPad1d: _zeropad, nn.ConstantPad2d: _zeropad, nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm, nn.LayerNorm: _layernorm,
     nn.ReLU: _act("relu"), nn.ReLU6: _act("relu6"), nn.LeakyReLU: _act("leaky_relu", slope="negative_slope"),
     nn.Hardswish: _act("hardswish"), nn.Hardsigmoid: _act("hardsigmoid"), nn.Sigmoid: _act("sigmoid"),

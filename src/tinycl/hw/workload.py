@@ -98,7 +98,7 @@ _COPIES = ("cat", "split", "permute", "slice")                    # data moves, 
 def _primitive(node: Node) -> str:
     """The cost models' primitive of a node (what its rate tables are keyed by)."""
     op, a = node.op, node.attrs
-    if op in ("conv2d", "conv1d"):
+    if op in ("conv2d", "conv1d", "conv_general"):
         if a["groups"] > 1 and a["groups"] == a["in_channels"]:
             return "depthwise"
         if all(k == 1 for k in a["kernel"]) and all(s == 1 for s in a["stride"]) and a["groups"] == 1:
@@ -110,14 +110,14 @@ def _primitive(node: Node) -> str:
         return "avgpool"
     if op in ("add", "sub", "mul", "div"):
         return "add"
-    if op in POINTWISE or op in ("layernorm", "upsample"):
+    if op in POINTWISE or op in ("layernorm", "groupnorm", "softmax", "upsample"):
         return "activation"
     return "reshape"
 
 
 def _geom(node: Node) -> dict:
     a = node.attrs
-    if node.op in ("conv2d", "conv1d"):
+    if node.op in ("conv2d", "conv1d", "conv_general"):
         k = a["kernel"]
         pad, st = tuple(a["padding"]), tuple(a["stride"])
         return {"cin": a["in_channels"], "cout": a["out_channels"], "kh": k[0] if len(k) == 2 else 1,

@@ -8,6 +8,7 @@ from ..errors import UnsupportedLayerError
 from ..graph.ir import Node
 from . import graph_ops as G
 from . import layers as T
+from . import layers_aten as AT
 from . import layers_extra as X
 
 # Extra primitives (e.g. RangeNorm2d): graph op name -> fn(module, path) -> Layer.
@@ -143,6 +144,18 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
     if op == "batchnorm":
         layer = _bn(node, p, b, frozen)
         return As4d(layer) if len(node.shape) != 3 else layer
+    if op == "conv_general":
+        return AT.Conv(name, a["stride"], a["padding"], a["dilation"], a["transposed"], a["output_padding"], a["groups"])
+    if op == "groupnorm":
+        return AT.GroupNorm(name, a["groups"], a["eps"])
+    if op == "softmax":
+        return AT.Softmax(name, a["dim"], a["log"])
+    if op == "prelu":
+        return AT.PReLU(name)
+    if op in ("elu", "softplus", "mish"):
+        return AT.Unary(name, op, **{k: v for k, v in a.items() if k in ("alpha", "beta", "threshold")})
+    if op == "pad":
+        return AT.Pad(name, a["pad"])
     if op in CUSTOM_BUILDERS:
         return CUSTOM_BUILDERS[op](a["module"], name)
     raise UnsupportedLayerError(f"op '{op}' of node '{name}' (module {node.module or '<root>'}) "

@@ -251,6 +251,8 @@ def lut_function(op: str, attrs: dict):
            "tanh": torch.tanh, "gelu": partial(F.gelu, approximate=attrs.get("approximate", "none")),
            "leaky_relu": partial(F.leaky_relu, negative_slope=attrs.get("slope", 0.01)),
            "clamp": lambda x: x.clamp(attrs.get("min"), attrs.get("max")),
+           "elu": partial(F.elu, alpha=attrs.get("alpha", 1.0)), "mish": F.mish,
+           "softplus": partial(F.softplus, beta=attrs.get("beta", 1.0), threshold=attrs.get("threshold", 20.0)),
            "hardtanh": lambda x: x.clamp(attrs.get("min"), attrs.get("max"))}
     if op in fns:
         return fns[op]
