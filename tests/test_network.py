@@ -143,8 +143,8 @@ def test_unsupported_layer_is_named():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(Erf()))
     with pytest.raises(UnsupportedLayerError, match=r"op 'erf' in module '1\.0' \(Erf\) .*test_network.py:\d+"):
         from_torch(model, (1, 5, 5))
-    with pytest.raises(UnsupportedLayerError, match="dilation"):
-        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), (1, 9, 9))
+    with pytest.raises(UnsupportedLayerError, match="padding_mode='reflect'"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")), (1, 9, 9))
 
 
 def test_bad_inputs_raise_clear_errors():
