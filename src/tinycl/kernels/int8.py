@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tinycl.kernels import int8_fast as fast
+from tinycl.kernels.macs import pair
 from tinycl.numerics.quant import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier_,
                                    requantize, requantize_, round_div_half_away)
 
@@ -45,8 +46,7 @@ def _use_fast(flag: bool | None) -> bool:
     return FAST if flag is None else bool(flag)
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+_pair = pair
 
 
 def _fp32_is_ieee() -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TinyclError
-from .macs import pool_window_sizes
+from .macs import pair, pool_window_sizes
 
 
 def maxpool_forward(x, kernel, stride, padding=0):
@@ -43,8 +43,7 @@ def avgpool_backward(dy, x_shape, kernel, stride, padding=0, count_include_pad=T
     raise ValueError("avg pool backward supports count_include_pad=True or no padding")
 
 
-def _p(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+_p = pair
 
 
 def global_avgpool_forward(x):
