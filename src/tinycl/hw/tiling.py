@@ -166,7 +166,6 @@ def tile_step(l: LayerWork, step: str, target: Target, precision: str, batch: in
         return TilePlan(0, 0, 0, 0, 0, 0.0, 0.0, True)
     ov = target.tile_overhead_cycles
     if l.primitive not in MATMUL or step == "update":
-        chunk = max(1, l1 // 2)
         tiles = max(1, math.ceil(2 * traffic / l1))
         t = traffic / tiles / bw
         c = comp / tiles

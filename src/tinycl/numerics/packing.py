@@ -94,7 +94,6 @@ def unpack(packed, bits: int, count: int) -> torch.Tensor:
         return p.to(torch.int64)
     mask = (1 << bits) - 1
     if 8 % bits == 0:
-        per = 8 // bits
         shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
         c = (p.unsqueeze(1) >> shifts) & mask
         return c.reshape(-1)[:count].to(torch.int64)
