@@ -245,3 +245,24 @@ def test_dilated_and_transposed_conv_macs_by_hand():
     up_in = g[g["up"].inputs[0]].shape                                       # (8, 4, 4)
     assert node_counts(g["up"], g)["forward"] == 8 * up_in[1] * up_in[2] * 4 * 9   # in pixels x cout x taps
     assert g["up"].shape == (4, 8, 8) and g["tcn"].op == "conv_general"
+
+
+class ShapeBranch(nn.Module):
+    """A branch on a tensor's shape: fx cannot trace it, torch.export (the fallback) can."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.shape[-1] > 4:
+            x = self.conv(x)
+        return self.fc(torch.relu(self.bn(x)).mean((2, 3)))
+
+
+def test_torch_export_fallback_for_shape_branches():
+    net = check_against_autograd(ShapeBranch(), (3, 8, 8), batch=3)
+    assert [n.name for n in net.graph.compute_nodes()] == ["conv", "bn", "relu", "mean", "fc"]
+    assert net.graph.resolve("bn") == "bn"

@@ -88,8 +88,46 @@ def check_capturable(module: nn.Module) -> None:
                                             f"remove it")
 
 
-def trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
-    """fx-trace ``module`` (in training mode, so that dropout-like calls are kept)."""
+def trace(module: nn.Module, input_shape=None, dtype=torch.float32) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
+    """fx-trace ``module`` (in training mode, so that dropout-like calls are kept); where symbolic
+    tracing fails (a branch on a tensor's shape), ``torch.export`` with a dynamic batch is tried
+    before the fx error is reported."""
+    try:
+        return _fx_trace(module)
+    except UnsupportedLayerError as fx_error:
+        if input_shape is None:
+            raise
+        try:
+            return _export_trace(module, input_shape, dtype)
+        except Exception:  # noqa: BLE001 - export failed too: the fx error says more to the user
+            raise fx_error from None
+
+
+def _export_trace(module: nn.Module, input_shape, dtype) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
+    """``torch.export`` of ``module`` in training mode with a dynamic batch dimension (ATen-level graph;
+    parameters and buffers as ``get_attr`` under their ``named_parameters()`` names)."""
+    flags = {m: m.training for m in module.modules()}
+    buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    module.train()
+    try:
+        example = torch.zeros((2, *input_shape), dtype=dtype)
+        batch = torch.export.Dim("batch", min=2, max=1 << 16)
+        gm = torch.export.export(module, (example,), dynamic_shapes=({0: batch},)).module()
+    finally:
+        for m, t in flags.items():
+            m.training = t
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    outputs: dict[str, fx.Node] = {}
+    for n in gm.graph.nodes:   # a module's output: the last node computed inside it
+        for path, _ in (n.meta.get("nn_module_stack") or {}).values():
+            if path and n.op == "call_function":
+                outputs[path] = n
+    return gm, outputs
+
+
+def _fx_trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
     tracer = _Tracer()
     flags = {m: m.training for m in module.modules()}
     module.train()
@@ -174,8 +212,8 @@ def capture(module: nn.Module, input_shape) -> Graph:
         raise TinyclError(f"from_torch needs an nn.Module, got {type(module).__name__}")
     input_shape = tuple(int(s) for s in input_shape)
     check_capturable(module)
-    gm, module_outputs = trace(module)
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    gm, module_outputs = trace(module, input_shape, dtype)
     probes = _probe(gm, module, input_shape, dtype)
     low = Lowering(module, gm, probes, input_shape)
     graph = low.run()

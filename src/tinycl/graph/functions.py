@@ -234,8 +234,10 @@ def _bound(low, n, a: dict, roles, kind: str) -> dict:
 def _norm(low, n, op):
     """``F.batch_norm`` (timm's BatchNormAct2d) and ``F.layer_norm`` on module parameters."""
     if op == "batchnorm":
-        a = _args(low, n, ["x", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"],
-                  {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
+        aten = isinstance(n.target, torch._ops.OpOverload)   # aten.batch_norm takes weight, bias first
+        names = (["x", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"] if aten
+                 else ["x", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"])
+        a = _args(low, n, names, {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
         if a["momentum"] is None or a["running_mean"] is None:
             raise low.error(n, "needs running statistics and a numeric momentum")
         bufs = _bound(low, n, a, ("running_mean", "running_var"), "buffer")

@@ -39,7 +39,10 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "avg_pool1d": "avgpool", "max_pool1d": "maxpool", "interpolate": "upsample", "getitem": "getitem",
           "linear": "linear", "conv2d": "conv2d", "batch_norm": "batchnorm", "layer_norm": "layernorm",
           "group_norm": "groupnorm", "softmax": "softmax", "log_softmax": "softmax", "pad": "pad",
-          "elu": "elu", "softplus": "softplus", "mish": "mish", "prelu": "prelu"}
+          "elu": "elu", "softplus": "softplus", "mish": "mish", "prelu": "prelu",
+          "silu_": "silu", "hardswish_": "hardswish", "hardsigmoid_": "hardsigmoid", "relu6_": "relu6",
+          "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
+          "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -48,6 +51,8 @@ def target_name(n: fx.Node) -> str:
     t = n.target
     if isinstance(t, str):
         return t
+    if isinstance(t, torch._ops.OpOverload):   # a torch.export graph: aten.conv2d.default -> conv2d
+        return t._opname
     name = getattr(t, "__name__", str(t))
     return name.strip("_") if name.startswith("__") else name
 
@@ -67,7 +72,7 @@ def _module_of(n: fx.Node) -> tuple[str, str]:
     if not stack:
         return "", ""
     path, typ = list(stack.values())[-1]
-    return path, getattr(typ, "__name__", str(typ))
+    return path, getattr(typ, "__name__", str(typ).rsplit(".", 1)[-1])  # torch.export gives type names
 
 
 class Lowering:
@@ -143,6 +148,9 @@ class Lowering:
             path, _ = _module_of(n)
             op = re.sub(r"_\d+$", "", n.name)
             base = f"{path}.{op}" if path else op
+            if path and n.op == "call_function" and path not in self.taken and n.target != operator.getitem \
+                    and is_leaf(self.module.get_submodule(path)):
+                base = path   # torch.export: the one ATen call of a leaf module takes the module's name
         name, i = base, 1
         while name in self.taken:
             name, i = f"{base}_{i}", i + 1
@@ -154,13 +162,17 @@ class Lowering:
         out = None
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
-                if self.nodes:
+                if any(nd.op == "input" for nd in self.nodes):
                     raise UnsupportedLayerError("the model's forward takes more than one input; tinycl needs one")
                 self._add(n, Node("input", "input", [], shape=self.input_shape))
             elif n.op == "output":
                 out = n.args[0]
+                if isinstance(out, (tuple, list)) and len(out) == 1:   # torch.export returns a 1-tuple
+                    out = out[0]
             elif n.op == "get_attr":
                 self._get_attr(n)
+            elif _updates_state(n):
+                continue   # torch.export's in-place update of a buffer (num_batches_tracked += 1)
             elif self._is_tensor(n) or isinstance(self.p2.get(n), (tuple, list)) and \
                     any(isinstance(v, torch.Tensor) for v in self.p2[n]):
                 self._call(n)
@@ -184,10 +196,10 @@ class Lowering:
         if not isinstance(v, torch.Tensor):
             return
         name = self._name(n)
-        if id(v) in self.param_name:
-            node = Node(name, "param", [], params={"value": self.param_name[id(v)]}, shape=tuple(v.shape))
-        elif id(v) in self.buffer_name:
-            node = Node(name, "const", [], buffers={"value": self.buffer_name[id(v)]}, shape=tuple(v.shape))
+        if self.param_of(n):
+            node = Node(name, "param", [], params={"value": self.param_of(n)}, shape=tuple(v.shape))
+        elif self.buffer_of(n):
+            node = Node(name, "const", [], buffers={"value": self.buffer_of(n)}, shape=tuple(v.shape))
         else:
             raise self.error(n, "reads a tensor attribute that is neither a parameter nor a buffer")
         node.attrs["no_batch"] = True
@@ -231,15 +243,16 @@ class Lowering:
         self._add(n, node)
 
     def buffer_of(self, a) -> str | None:
-        """The buffer name behind an fx ``get_attr`` node (None if it is not a buffer)."""
+        """The buffer name behind an fx ``get_attr`` node (None if it is not a buffer). A torch.export
+        graph holds copies under the same names, so the name is tried before the object."""
         if isinstance(a, fx.Node) and a.op == "get_attr":
-            return self.buffer_name.get(id(self.p2.get(a)))
+            return a.target if a.target in self.buffers else self.buffer_name.get(id(self.p2.get(a)))
         return None
 
     def param_of(self, a) -> str | None:
         """The parameter name behind an fx ``get_attr`` node (None if it is not a parameter)."""
         if isinstance(a, fx.Node) and a.op == "get_attr":
-            return self.param_name.get(id(self.p2.get(a)))
+            return a.target if a.target in self.params else self.param_name.get(id(self.p2.get(a)))
         return None
 
     def _prune(self, out: str) -> None:
@@ -262,7 +275,16 @@ class Lowering:
         return lower_function(self, n, op)
 
 
+def _updates_state(n: fx.Node) -> bool:
+    """An in-place ATen op on a module buffer (the engine keeps its own counters)."""
+    t = n.target
+    return isinstance(t, torch._ops.OpOverload) and t._schema.is_mutable and bool(n.args) \
+        and isinstance(n.args[0], fx.Node) and n.args[0].op == "get_attr"
+
+
 def _known_callable(t) -> bool:
+    if isinstance(t, torch._ops.OpOverload):
+        return t.namespace == "aten"
     mods = (torch, F, operator, torch.Tensor)
     if any(getattr(m, getattr(t, "__name__", ""), None) is t for m in mods):
         return True
