@@ -16,7 +16,7 @@ from ..graph import Graph, capture
 from ..models.convert import FloatFront
 from ..models.registry import create
 from . import backbone as B
-from .scenarios import class_incremental
+from ..data.stream import class_incremental
 
 
 FACTORY_KEYS = ("data", "model", "seed", "initial_classes", "pretrain_epochs", "class_order")
