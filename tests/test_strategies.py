@@ -126,11 +126,12 @@ def setup(tmp_path_factory):
             "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 1,
             "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 4, "learning_rate": 0.05,
             "seed": 0, "target": "vega"}
-    return base, build(validate(base), tmp_path_factory.mktemp("setup"), progress=False)
+    where = tmp_path_factory.mktemp("setup")
+    return base, build(validate(base), where, progress=False), where
 
 
 def _run(setup, out, stop_after=None, **kw):
-    base, s = setup
+    base, s, _ = setup
     return run(dict(base, **kw), out, progress=False, setup=s, stop_after=stop_after)
 
 
@@ -190,7 +191,7 @@ def test_methods_train_in_other_precisions(setup, tmp_path, strategy, precision)
 def test_resume_of_a_method_with_state_is_identical(setup, tmp_path, strategy):
     full = _run(setup, tmp_path / "full", strategy=strategy)
     assert _run(setup, tmp_path / "part", strategy=strategy, stop_after=1) == {"stopped_after": 1}
-    base, s = setup
+    base, s, _ = setup
     resumed = run({}, tmp_path / "part", resume=True, progress=False, setup=s)
     for r in (full, resumed):
         r.pop("timing")
@@ -240,3 +241,20 @@ def test_the_docs_example_strategy_registers_and_runs(setup, tmp_path):
     assert res["footprint_bytes"]["myreg_anchor"] == 4 * N_BACK
     assert res["learning_event_extra"]["extra_state_bytes"] == 4 * N_BACK
     assert "myreg" not in validate({})["strategy"]
+
+
+@pytest.mark.parametrize("strategy", ["derpp", "ncm"])
+def test_cli_runs_a_method_with_its_summary_and_plots(setup, tmp_path, capsys, strategy):
+    from tinycl.cli import main
+    base, _, where = setup
+    sets = [f"{k}={v}" for k, v in base.items() if k not in ("data", "model", "backbone")]
+    args = ["run", "--data", base["data"], "--model", base["model"], "--out", str(tmp_path / "o"), "--quiet",
+            "--set", f"backbone={where / 'backbone.ckpt'}", "--set", f"strategy={strategy}"]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["strategy"] == strategy and (tmp_path / "o" / "memory.png").exists()
+    assert (res["learning_event"] is None) == (strategy == "ncm")
+    assert "accuracy" in capsys.readouterr().out.lower()
+
