@@ -14,7 +14,7 @@ def test_defaults_validate():
 
 
 @pytest.mark.parametrize("key,value,msg", [
-    ("lr_bits", 9, "'lr_bits' must be 1..8"), ("lr_bits", True, "'lr_bits'"), ("strategy", "ewc", "'strategy'"),
+    ("lr_bits", 9, "'lr_bits' must be 1..8"), ("lr_bits", True, "'lr_bits'"), ("strategy", "ewk", "'strategy'"),
     ("epochs", 0, "'epochs' must be an integer >= 1"), ("learning_rate", -1, "'learning_rate'"),
     ("replacement", "fifo", "'replacement'"), ("front_int8", "yes", "'front_int8'"),
     ("class_order", "1,2", "'class_order'"), ("model", "", "'model'"), ("colour", 1, "unknown key 'colour'"),
@@ -26,7 +26,7 @@ def test_bad_values_name_the_key(key, value, msg):
 
 def test_lr_quantize_new_needs_latent_replay():
     assert validate({"lr_quantize_new": True})["lr_quantize_new"] is True
-    with pytest.raises(TinyclError, match="'lr_quantize_new' applies to strategy latent_replay only"):
+    with pytest.raises(TinyclError, match="'lr_quantize_new' applies to strategies latent_replay, derpp, er_ace only"):
         validate({"lr_quantize_new": True, "strategy": "raw_replay"})
     with pytest.raises(TinyclError, match="'lr_quantize_new' must be true or false"):
         validate({"lr_quantize_new": "yes"})

@@ -244,6 +244,7 @@ def test_the_back_trains_its_batch_norms(folder, tmp_path):
 def test_lr_quantize_new_trains_on_the_replay_grid(folder, tmp_path, monkeypatch, quantize_new):
     """With lr_quantize_new, every new latent the back trains on is a point of the memory's grid."""
     from tinycl.cl import runner as R
+    from tinycl.cl.strategies import latent_replay as LR
 
     seen = []
     real = R.Learner.train_experience
@@ -253,7 +254,7 @@ def test_lr_quantize_new_trains_on_the_replay_grid(folder, tmp_path, monkeypatch
         return real(self, x, y, *a, **kw)
 
     quantizers = []
-    real_memory = R._memory
+    real_memory = LR.latent_memory  # the strategy's memory, its quantizer beside it
 
     def memory_spy(*a, **kw):
         m = real_memory(*a, **kw)
@@ -261,7 +262,7 @@ def test_lr_quantize_new_trains_on_the_replay_grid(folder, tmp_path, monkeypatch
         return m
 
     monkeypatch.setattr(R.Learner, "train_experience", spy)
-    monkeypatch.setattr(R, "_memory", memory_spy)
+    monkeypatch.setattr(LR, "latent_memory", memory_spy)
     run(cfg_for(folder, lr_bits=2, lr_quantize_new=quantize_new), tmp_path / "r", progress=False)
     q = quantizers[0]
     on_grid = [torch.equal(q.decode(q.encode(x)), x) for x in seen]

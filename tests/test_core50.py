@@ -1,4 +1,4 @@
-"""tinycl.cl.core50 on a small fake in the official file format."""
+"""tinycl.data.core50 on a small fake in the official file format."""
 
 import pickle
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinycl.cl.core50 import load_core50
+from tinycl.data.core50 import load_core50
 from tinycl.data import load
 from tinycl.errors import TinyclError
 

@@ -1,11 +1,11 @@
-"""tinycl.cl.scenarios: class-incremental and NICv2-style streams."""
+"""tinycl.data.stream: class-incremental and NICv2-style streams."""
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tinycl.cl.scenarios import class_incremental, nic_v2, seen_classes
+from tinycl.data.stream import class_incremental, nic_v2, seen_classes
 from tinycl.data import Dataset, Split
 from tinycl.errors import TinyclError
 

@@ -14,7 +14,8 @@ import yaml
 from ..data.load import parse_spec
 from ..errors import TinyclError
 
-STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay")
+STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay", "lwf", "ewc", "si", "derpp", "er_ace", "gdumb",
+              "ncm")  # the built-in ones; any strategy registered in tinycl.cl.strategies is accepted
 REPLACEMENTS = ("ar1", "reservoir", "class_balanced")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: ETA-style 8-bit training (numerics.blockfp)
 LR_BITS = tuple(range(1, 9)) + ("fp16", "fp32")
@@ -48,12 +49,18 @@ DEFAULTS: dict = {
     "target": "vega",
 }
 
+# Keys that are written only when given (so a default run's config stays as it was).
+OPTIONAL: dict = {
+    "strategy_options": None,     # the strategy's own settings, e.g. {alpha: 0.5} (docs/strategies.md)
+}
+ALLOWED = (*DEFAULTS, *OPTIONAL)
+
 _INT_POS = ("n_replays", "epochs", "batch_size", "initial_classes", "classes_per_experience", "pretrain_epochs")
 _INT_NONNEG = ("replay_batch", "seed")
 _FLOAT_POS = ("learning_rate",)
 _FLOAT_NONNEG = ("momentum", "weight_decay")
 _BOOL = ("front_int8", "cwr", "lr_quantize_new")
-_CHOICES = {"strategy": STRATEGIES, "replacement": REPLACEMENTS, "precision": PRECISIONS,
+_CHOICES = {"replacement": REPLACEMENTS, "precision": PRECISIONS,
             "lr_granularity": ("tensor", "channel"), "lr_clipping": ("minmax", "mse")}
 
 
@@ -69,9 +76,9 @@ def _finite_number(v) -> bool:
 
 def validate(cfg: dict) -> dict:
     """Return a complete, checked copy of ``cfg`` (defaults filled in)."""
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    unknown = sorted(set(cfg) - set(ALLOWED))
     if unknown:
-        raise TinyclError(f"config: unknown key '{unknown[0]}'; allowed keys: {', '.join(DEFAULTS)}")
+        raise TinyclError(f"config: unknown key '{unknown[0]}'; allowed keys: {', '.join(ALLOWED)}")
     out = copy.deepcopy(DEFAULTS)
     out.update(copy.deepcopy(cfg))
     for k in _INT_POS + _INT_NONNEG:
@@ -97,9 +104,7 @@ def validate(cfg: dict) -> dict:
             raise TinyclError(f"config: '{k}' must be one of {', '.join(allowed)}; got {out[k]!r}")
     if out["lr_bits"] not in LR_BITS or isinstance(out["lr_bits"], bool):
         raise TinyclError(f"config: 'lr_bits' must be 1..8, fp16 or fp32; got {out['lr_bits']!r}")
-    if out["lr_quantize_new"] and out["strategy"] != "latent_replay":
-        raise TinyclError(f"config: 'lr_quantize_new' applies to strategy latent_replay only; "
-                          f"got strategy {out['strategy']!r}")
+    _check_strategy(out)
     for k in ("data", "model", "backbone", "latent_layer", "target"):
         if not isinstance(out[k], str) or not out[k]:
             raise TinyclError(f"config: '{k}' must be a non-empty string, got {out[k]!r}")
@@ -108,6 +113,25 @@ def validate(cfg: dict) -> dict:
     if order is not None and (not isinstance(order, list) or not all(isinstance(c, int) for c in order)):
         raise TinyclError(f"config: 'class_order' must be a list of integer labels or null, got {order!r}")
     return out
+
+
+def _check_strategy(out: dict) -> None:
+    """The strategy's own rules: lr_quantize_new, CWR*, strategy_options."""
+    from .strategies import REGISTRY, check_options
+
+    if not isinstance(out["strategy"], str) or out["strategy"] not in REGISTRY:
+        raise TinyclError(f"config: 'strategy' must be one of {', '.join(REGISTRY)}; got {out['strategy']!r}")
+    cls = REGISTRY[out["strategy"]]
+    if out["lr_quantize_new"] and not cls.quantize_new:
+        ok = ", ".join(k for k, c in REGISTRY.items() if c.quantize_new)
+        raise TinyclError(f"config: 'lr_quantize_new' applies to strategies {ok} only (they train new latents "
+                          f"beside replayed ones); got strategy {out['strategy']!r}")
+    if out["cwr"] and not cls.trains_back:
+        raise TinyclError(f"config: 'cwr' needs a strategy that trains the back; {out['strategy']} does not")
+    if "strategy_options" in out:
+        check_options(out["strategy"], out["strategy_options"])
+        if out["strategy_options"] is None:
+            del out["strategy_options"]
 
 
 def parse_value(text: str):
@@ -126,8 +150,8 @@ def apply_sets(cfg: dict, sets: list[str]) -> dict:
             raise TinyclError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         k = k.strip()
-        if k not in DEFAULTS:
-            raise TinyclError(f"--set: unknown key '{k}'; allowed keys: {', '.join(DEFAULTS)}")
+        if k not in ALLOWED:
+            raise TinyclError(f"--set: unknown key '{k}'; allowed keys: {', '.join(ALLOWED)}")
         cfg[k] = parse_value(v)
     return cfg
 

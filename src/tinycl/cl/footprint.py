@@ -19,9 +19,18 @@ def replay_budget_bytes(capacity: int, sample_shape, quantizer: LatentQuantizer)
     return capacity * (row + ENTRY_IDS) + quantizer.metadata_nbytes()
 
 
+def _memory_bytes(memory) -> int:
+    """Allocated bytes of a replay memory, or of a strategy's memory (with what it stores per slot)."""
+    if memory is None:
+        return 0
+    if hasattr(memory, "memory_bytes"):
+        return memory.memory_bytes(allocated=True)["total"]
+    return memory.nbytes(allocated=True)["total"]
+
+
 def footprint(setup, learner, memory, cfg) -> dict:
-    """Bytes held by the front, the back (weights, gradients, optimizer state), the replay memory,
-    and the largest training batch of latents. Activations kept for backward are in the
+    """Bytes held by the front, the back (weights, gradients, optimizer state), the replay memory
+    (``memory``: a ReplayMemory, a strategy, or None), and the largest training batch of latents. Activations kept for backward are in the
     ``tinycl profile`` memory planner, which models their lifetimes per device."""
     prec = get_precision(cfg["precision"])
     n_back = sum(p.numel() for p in learner.net.named_parameters().values())
@@ -36,7 +45,7 @@ def footprint(setup, learner, memory, cfg) -> dict:
         "back_master_weights": master,
         "back_gradients": n_back * BYTES[prec.gradients],
         "optimizer_state": momentum,
-        "replay_memory": memory.nbytes(allocated=True)["total"] if memory is not None else 0,
+        "replay_memory": _memory_bytes(memory),
         "latent_batch": int(batch),
     }
     out["total"] = sum(out.values())

@@ -45,11 +45,19 @@ class Learner:
 
     def train_experience(self, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
                          replay_fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                         replay_batch: int = 0, progress: bool = False, desc: str = "train") -> float:
+                         replay_batch: int = 0, progress: bool = False, desc: str = "train",
+                         step: Callable[[torch.Tensor, torch.Tensor, int], float] | None = None,
+                         hooks: list | None = None) -> float:
         """Train on latents ``x`` (float) with labels ``y``; returns the mean loss of the last epoch.
 
+        ``step(xb, yb, n_new) -> loss`` trains one step on a batch whose first ``n_new`` samples
+        are new and the rest replayed (default: cross-entropy on all, :meth:`train_step`).
+        ``hooks``: objects with ``before_step(learner, n_steps)`` and ``after_step(learner, loss)``
+        (plugins; ``n_steps`` is the number of steps of the whole experience).
         Steps whose loss is not finite are counted in ``nonfinite_steps``.
         """
+        step = step or self.train_step
+        hooks = hooks or []
         n = len(x)
         replays = replay_fn is not None and replay_batch > 0
         bounds = self._steps(n, batch_size, replays)
@@ -65,15 +73,23 @@ class Learner:
                 if replays:
                     rx, ry = replay_fn(replay_batch)
                     xb, yb = torch.cat([xb, rx.float()]), torch.cat([yb, ry])
-                loss = self.net.train_step(xb, yb, self.opt)
+                for h in hooks:
+                    h.before_step(self, epochs * len(bounds))
+                loss = step(xb, yb, b - a)
                 self.nonfinite_steps += not math.isfinite(loss)
                 losses.append(loss)
                 self.samples_trained += len(xb)
                 bar.update(1)
+                for h in hooks:
+                    h.after_step(self, loss)
             last = sum(losses) / max(len(losses), 1)
             bar.set_postfix(loss=f"{last:.3f}")
         bar.close()
         return last
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, n_new: int) -> float:
+        """One step of cross-entropy on the whole batch (new and replayed alike)."""
+        return self.net.train_step(xb, yb, self.opt)
 
     def _steps(self, n: int, batch_size: int, replays: bool) -> list[tuple[int, int]]:
         """(start, end) of each step's new samples in an epoch, by the small-step rule (module doc)."""

@@ -218,8 +218,16 @@ class ReplayMemory:
         k = _as_int(n)
         if k is None or k < 0:
             raise TinyclError(f"replay memory: sample size must be a non-negative integer, got {n!r}")
-        n = k
-        idx = torch.randperm(self._size, generator=generator or self._rng)[: min(n, self._size)]
+        return self.rows(self.sample_index(k, generator))
+
+    def sample_index(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The slots :meth:`sample` would read: ``min(n, len(self))`` distinct, uniform (same draws)."""
+        if self._size == 0:
+            raise TinyclError("replay memory: cannot sample from an empty memory")
+        return torch.randperm(self._size, generator=generator or self._rng)[: min(int(n), self._size)]
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entries in slots ``idx``: (float32 latents, int64 labels)."""
         return self._decode_rows(self._rows[idx]), self._labels[idx].to(torch.int64)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

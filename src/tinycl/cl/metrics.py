@@ -6,7 +6,7 @@ experience i, a fraction in [0, 1]; NaN where not measured, e.g. j > i or an emp
     average accuracy after i   mean of R[i][j] over j <= i (NaN entries skipped)
     seen-class accuracy after i  correct / total over the test sets 0..i pooled, i.e. the accuracy on
                                every test sample of the classes seen so far (tinycl's test sets
-                               are disjoint, see tinycl.cl.scenarios)
+                               are disjoint, see tinycl.data.stream)
     forgetting of j (j < T-1)  max over i in [j, T-2] of R[i][j], minus R[T-1][j]   (Mammoth style;
                                Avalanche uses R[j][j] - R[T-1][j] instead)
     forgetting                 mean of forgetting of j over j < T-1

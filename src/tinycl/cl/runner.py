@@ -1,4 +1,8 @@
-"""``tinycl run``: a class-incremental experiment with (quantized) latent replay, resumable.
+"""``tinycl run``: a class-incremental experiment, resumable: a loop over a strategy with plugins.
+
+The strategy (:mod:`tinycl.cl.strategies`, config ``strategy``) trains each experience; the
+plugins (:mod:`tinycl.cl.plugins`) do CWR*, metrics, the log, checkpoints, progress and the
+cost annotation around it (docs/strategies.md).
 
 The validated config is written to ``OUT/config.json`` before any work, and after every
 experience the whole learner state is written atomically to ``OUT/state.ckpt``;
@@ -18,63 +22,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import TinyclError
 from ..graph.counts import total_macs
-from ..numerics.latent_quant import LatentQuantizer
 from ..numerics.precision import get_precision
 from ..report import jsonout
 from . import checkpoint
-from .backbone import to_input
+from . import plugins as P
 from .config import validate
-from .cwr import CWRStar
-from .footprint import footprint, replay_budget_bytes
+from .footprint import footprint
 from .learner import Learner
-from .memory import ReplayMemory
 from .metrics import AccuracyMatrix, bwt, forgetting
 from .setup import build
+from .strategies import strategy_class
 
 STATE = "state.ckpt"
 CONFIG = "config.json"
 STATE_FORMAT = "tinycl.state/1"
 _STATE_KEYS = ("config", "next", "learner", "memory", "cwr", "generator", "acc_correct", "acc_total", "log")
 SCHEMA = "tinycl.results/1"
-
-
-def _memory(cfg, setup, first_latents) -> ReplayMemory | None:
-    """The replay memory of the strategy: latents at lr_bits, or raw uint8 inputs at equal bytes.
-
-    The latent quantizer is calibrated on the first experience's latents (at deployment).
-    """
-    if cfg["strategy"] not in ("latent_replay", "raw_replay"):
-        return None
-    q = LatentQuantizer(cfg["lr_bits"], cfg["lr_granularity"], cfg["lr_clipping"], seed=cfg["seed"])
-    q.fit(first_latents[:2048])
-    if cfg["strategy"] == "latent_replay":
-        return ReplayMemory(cfg["n_replays"], q, cfg["replacement"], seed=cfg["seed"])
-    budget = replay_budget_bytes(cfg["n_replays"], setup.latent_shape, q)
-    raw_q = LatentQuantizer(8, "tensor", "minmax", seed=cfg["seed"])  # 0..255 -> codes 0..255: lossless
-    raw_q.fit(torch.tensor([0.0, 255.0]).view(2, 1, 1, 1).expand(2, *setup.dataset.image_shape))
-    per_sample = replay_budget_bytes(1, setup.dataset.image_shape, raw_q) - raw_q.metadata_nbytes()
-    capacity = max(1, (budget - raw_q.metadata_nbytes()) // per_sample)
-    return ReplayMemory(int(capacity), raw_q, cfg["replacement"], seed=cfg["seed"])
-
-
-def _through(q: LatentQuantizer, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """``x`` quantized and dequantized by the replay quantizer: new latents on the replayed ones' grid.
-
-    With ``lr_quantize_new`` the back trains only on latents as the memory returns them, so it
-    cannot learn to tell replayed (old-class) samples from new ones by their quantization noise.
-    Evaluation still sees the front's latents as they are.
-    """
-    return torch.cat([q.decode(q.encode(x[i:i + chunk])) for i in range(0, len(x), chunk)]) if len(x) else x
-
-
-def _accuracy(learner, lat, y) -> tuple[int, int]:
-    if len(y) == 0:
-        return 0, 0
-    return int((learner.predict(lat) == y).sum()), len(y)
 
 
 def _check_state(state, path: Path) -> dict:
@@ -182,94 +148,84 @@ def run(cfg: dict, out_dir: str | Path, resume: bool = False, progress: bool = T
         return _run(cfg, out, state, progress, stop_after, annotate, setup)
 
 
+class Run:
+    """What the strategy and the plugins see of a run: config, setup, learner, generator, results so far."""
+
+    def __init__(self, cfg: dict, setup, out: Path):
+        self.cfg, self.setup, self.out, self.stream = cfg, setup, out, setup.stream
+        self.gen = torch.Generator().manual_seed(cfg["seed"])
+        self.learner = Learner(setup.back, setup.latent_shape, cfg["precision"], cfg["learning_rate"],
+                               cfg["momentum"], cfg["weight_decay"], self.gen)
+        self.back_macs = total_macs(setup.back)  # what the learner computes: no input gradient of the back's first layer
+        self.front_macs = total_macs(setup.graph)["forward"] - self.back_macs["forward"]
+        self.acc = AccuracyMatrix(len(self.stream))
+        self.log: list[dict] = []
+        self.diverged_from: int | None = None
+        self.i = self.idx = self.x_new = self.y_new = None
+        self.strategy = strategy_class(cfg["strategy"])(self)
+        self.strategy.start(setup.train_latents[self.stream[0].train_idx])
+        self.plugins: list = []
+
+    def plugin_state(self, key: str):
+        """The state of the plugin saved under ``key``, or None when the run has none."""
+        for p in self.plugins:
+            if p.key == key:
+                return p.state_dict()
+        return None
+
+    def load(self, state: dict) -> int:
+        """Continue from a saved state; returns the next experience."""
+        self.learner.load_state_dict(state["learner"])
+        if self.strategy.memory is not None:
+            self.strategy.memory.load_state_dict(state["memory"])
+        self.strategy.load_state_dict(state.get("strategy") or {})
+        for p in self.plugins:
+            if p.key is not None:
+                p.load_state_dict(state[p.key])
+        self.gen.set_state(state["generator"])
+        self.acc.correct, self.acc.total = _counts(state["acc_correct"]), _counts(state["acc_total"])
+        self.log, self.diverged_from = state["log"], state.get("diverged_from")
+        return state["next"]
+
+
+def _plugins(run: Run, out: Path, start: int, progress: bool, annotate) -> list:
+    """The run's plugins in hook order: CWR* merges before the metrics test, the checkpoint comes last."""
+    cwr = [P.CWR(run.learner.net)] if run.cfg["cwr"] else []
+    return [P.Divergence(), *cwr, P.Metrics(), P.Log(), P.Checkpoint(out / STATE, STATE_FORMAT),
+            P.Progress(len(run.stream), start, progress), P.Cost(annotate)]
+
+
 def _run(cfg, out, state, progress, stop_after, annotate, setup) -> dict:
     t0 = time.perf_counter()
     setup = setup if setup is not None else build(cfg, out, progress)
     t_setup = time.perf_counter() - t0
-    ds, stream = setup.dataset, setup.stream
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    learner = Learner(setup.back, setup.latent_shape, cfg["precision"], cfg["learning_rate"], cfg["momentum"],
-                      cfg["weight_decay"], gen)
-    memory = _memory(cfg, setup, setup.train_latents[stream[0].train_idx])
-    cwr = CWRStar(learner.net) if cfg["cwr"] else None
-    T = len(stream)
-    acc = AccuracyMatrix(T)
-    log: list[dict] = []
-    start, diverged_from = 0, None
+    run = Run(cfg, setup, out)
+    start = state["next"] if state is not None else 0
+    run.plugins = _plugins(run, out, start, progress, annotate)
     if state is not None:
-        learner.load_state_dict(state["learner"])
-        if memory is not None:
-            memory.load_state_dict(state["memory"])
-        if cwr is not None:
-            cwr.load_state_dict(state["cwr"])
-        gen.set_state(state["generator"])
-        acc.correct, acc.total = _counts(state["acc_correct"]), _counts(state["acc_total"])
-        log, start, diverged_from = state["log"], state["next"], state.get("diverged_from")
-
-    back_macs = total_macs(setup.back)   # what the learner computes: no input gradient of the back's first layer
-    front_macs = total_macs(setup.graph)["forward"] - back_macs["forward"]
-    test_y = ds.test.y
-    bar = tqdm(total=T, initial=start, desc="experiences", unit="exp", disable=None if progress else True)
+        run.load(state)
+    bar = next(p for p in run.plugins if isinstance(p, P.Progress))
+    strategy, T = run.strategy, len(run.stream)
     for i in range(start, T):
-        t_exp = time.perf_counter()
-        e = stream[i]
-        if cfg["strategy"] == "joint":
-            idx = torch.cat([s.train_idx for s in stream[:i + 1]])
-        else:
-            idx = e.train_idx
-        x_new, y_new = setup.train_latents[idx], ds.train.y[idx]
-        if cfg["lr_quantize_new"]:
-            x_new = _through(memory.quantizer, x_new)
-        replay_fn = None
-        if memory is not None and len(memory):
-            if cfg["strategy"] == "latent_replay":
-                replay_fn = lambda n: memory.sample(n, gen)  # noqa: E731
-            else:
-                def replay_fn(n):
-                    raw, ry = memory.sample(n, gen)
-                    return setup.front(to_input(raw.round().clamp(0, 255).to(torch.uint8), setup.mean,
-                                                setup.std)), ry
-        before, nonfinite = learner.samples_trained, learner.nonfinite_steps
-        if cwr is not None:
-            cwr.before_experience(y_new)
-        learner.train_experience(x_new, y_new, cfg["epochs"], cfg["batch_size"], replay_fn,
-                                 cfg["replay_batch"], progress, desc=f"exp {i}")
-        if learner.nonfinite_steps > nonfinite and diverged_from is None:
-            diverged_from = i
-        if cwr is not None:
-            cwr.after_experience()
-        if memory is not None:
-            if cfg["strategy"] == "latent_replay":
-                memory.add(x_new, y_new, i)
-            else:
-                memory.add(ds.train.x[idx].float(), y_new, i)
-        for j in range(i + 1):
-            c, t = _accuracy(learner, setup.test_latents[stream[j].test_idx], test_y[stream[j].test_idx])
-            acc.record(i, j, c, t)
-        trained = learner.samples_trained - before
-        macs = trained * (back_macs["forward"] + back_macs["backward_input"] + back_macs["backward_weight"]) \
-            + len(idx) * front_macs
-        log.append({"experience": i, "seconds": time.perf_counter() - t_exp, "train_samples": trained,
-                    "train_macs": int(macs),
-                    "replay_memory_bytes": memory.nbytes()["total"] if memory is not None else 0,
-                    "seen_accuracy": float(acc.seen_accuracy()[i])})
-        checkpoint.save(out / STATE, {"format": STATE_FORMAT, "config": cfg, "next": i + 1,
-                                      "learner": learner.state_dict(),
-                                      "memory": memory.state_dict() if memory is not None else None,
-                                      "cwr": cwr.state_dict() if cwr is not None else None,
-                                      "generator": gen.get_state(), "acc_correct": torch.from_numpy(acc.correct),
-                                      "acc_total": torch.from_numpy(acc.total), "log": log,
-                                      "diverged_from": diverged_from})
-        bar.update(1)
-        bar.set_postfix(acc=f"{acc.seen_accuracy()[i]:.3f}")
+        run.i = i
+        run.idx, run.x_new, run.y_new = strategy.new_data(i)
+        for p in run.plugins:
+            p.before_experience(run)
+        strategy.train(run.x_new, run.y_new)
+        for p in run.plugins:
+            p.after_training(run)
+        strategy.after_training(run.x_new, run.y_new)
+        for p in run.plugins:
+            p.after_experience(run)
         if stop_after is not None and i + 1 >= stop_after and i + 1 < T:
             bar.close()
             return {"stopped_after": i + 1}
     bar.close()
-    results = _results(cfg, setup, acc, log, memory, learner, t_setup, time.perf_counter() - t0)
-    results["learning_event"] = annotate(setup, cfg) if annotate is not None else None
-    results["diverged"] = diverged_from is not None
-    results["diverged_from_experience"] = diverged_from
+    results = _results(cfg, setup, run, t_setup, time.perf_counter() - t0)
+    for p in run.plugins:
+        p.after_run(run, results)
+    results["diverged"] = run.diverged_from is not None
+    results["diverged_from_experience"] = run.diverged_from
     replaced: list[str] = []
     results = jsonout.clean(results, "", replaced)  # returned as written: strict, NaN as null
     results["non_finite"] = replaced
@@ -282,12 +238,13 @@ def _counts(saved) -> np.ndarray:
     return np.array(saved.numpy() if isinstance(saved, torch.Tensor) else saved, dtype=np.int64)
 
 
-def _results(cfg, setup, acc, log, memory, learner, t_setup, t_total) -> dict:
+def _results(cfg, setup, run: Run, t_setup, t_total) -> dict:
+    acc, log, strategy = run.acc, run.log, run.strategy
+    memory = strategy.memory
     r = acc.matrix
     seen = acc.seen_accuracy()
     per_exp, mean_forgetting = forgetting(r)
-    mem_bytes = memory.nbytes() if memory is not None else {"payload": 0, "labels": 0, "experiences": 0,
-                                                            "metadata": 0, "total": 0}
+    mem_bytes = strategy.memory_bytes()
     return {
         "schema": SCHEMA,
         "config": cfg,
@@ -308,7 +265,7 @@ def _results(cfg, setup, acc, log, memory, learner, t_setup, t_total) -> dict:
         "n_replays": cfg["n_replays"],
         "strategy": cfg["strategy"],
         "precision": cfg["precision"],
-        "footprint_bytes": footprint(setup, learner, memory, cfg),
+        "footprint_bytes": strategy.footprint(footprint(setup, run.learner, strategy, cfg)),
         "per_experience": log,
         "timing": {"setup_s": t_setup, "total_s": t_total, "per_experience_s": [e["seconds"] for e in log]},
     }

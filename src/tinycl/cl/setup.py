@@ -19,7 +19,7 @@ from ..models.convert import FloatFront
 from ..models.registry import create
 from ..numerics import quant as Q
 from . import backbone as B
-from .scenarios import class_incremental
+from ..data.stream import class_incremental
 
 
 FACTORY_KEYS = ("data", "model", "seed", "initial_classes", "pretrain_epochs", "class_order")

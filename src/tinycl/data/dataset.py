@@ -29,7 +29,7 @@ class Dataset:
     classes: class names; label k is classes[k].
     name: where it came from (e.g. "cifar10:/path", "shipped").
     experiences: the official experience stream where the data set defines one (CORe50),
-        a list of `tinycl.cl.scenarios.Experience`; None otherwise.
+        a list of `tinycl.data.stream.Experience`; None otherwise.
     """
 
     train: Split

@@ -12,11 +12,11 @@ Loader options follow the path after a question mark, as ``key=value`` pairs joi
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Callable
 
 from tinycl.data.cifar import load_cifar10
+from tinycl.data.core50 import load_core50
 from tinycl.data.dataset import Dataset
 from tinycl.data.imagefolder import load_imagefolder
 from tinycl.data.shipped import load_shipped
@@ -25,10 +25,9 @@ from tinycl.errors import TinyclError
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "cifar10": load_cifar10,
     "imagefolder": load_imagefolder,
+    "core50": load_core50,
 }
-# Kinds whose loader lives with its scenario code; imported on first use (module: function).
-LAZY_LOADERS = {"core50": ("tinycl.cl.core50", "load_core50")}
-KINDS = ["shipped", *LOADERS, *LAZY_LOADERS]
+KINDS = ["shipped", *LOADERS]
 
 
 def register_loader(kind: str, fn: Callable[..., Dataset]) -> None:
@@ -66,9 +65,6 @@ def _options(spec: str, text: str) -> dict:
 
 
 def _loader(kind: str) -> Callable[..., Dataset]:
-    if kind in LAZY_LOADERS and kind not in LOADERS:
-        module, name = LAZY_LOADERS[kind]
-        LOADERS[kind] = getattr(importlib.import_module(module), name)
     return LOADERS[kind]
 
 
@@ -91,7 +87,7 @@ def parse_spec(spec: str, **options) -> tuple[str, str, dict]:
         if set(options) - {"use_cache"}:
             raise TinyclError(f"'shipped' data takes no options except use_cache, got {sorted(options)}")
         return kind, path, options
-    if kind not in LOADERS and kind not in LAZY_LOADERS:
+    if kind not in LOADERS:
         raise TinyclError(f"unknown data kind '{kind}' in '{spec}'; known: {', '.join(KINDS)}")
     if not sep or not path:
         raise TinyclError(f"data spec '{spec}' needs a path: {kind}:PATH")

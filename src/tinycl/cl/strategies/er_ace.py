@@ -1,0 +1,37 @@
+"""``er_ace``: experience replay with asymmetric cross-entropy (Caccia et al. 2022, ER-ACE).
+
+The replay memory is latent replay's (``n_replays`` slots at ``lr_bits``). In a step with
+replays the loss is ``(CE(replayed, all classes) + CE(new, classes present in the new samples)) / 2``
+(as Avalanche's ``ACECriterion``): new samples push only against the classes of their own
+batch, so they do not drag old-class logits down. Without replays it is plain cross-entropy.
+Extra work: none beyond latent replay (a masked softmax).
+"""
+
+from .. import losses as L
+from .base import register
+from .latent_replay import LatentReplay
+
+
+def ace_loss(logits, y, n_new):
+    """ER-ACE's loss on a batch whose first ``n_new`` samples are new: value and dL/dlogits."""
+    if n_new == len(y) or n_new == 0:
+        return L.cross_entropy(logits, y)
+    v_new, g_new = L.masked_cross_entropy(logits[:n_new], y[:n_new])
+    v_old, g_old = L.cross_entropy(logits[n_new:], y[n_new:])
+    g = logits.new_zeros(logits.shape)
+    g[:n_new], g[n_new:] = g_new / 2, g_old / 2
+    return (v_new + v_old) / 2, g
+
+
+@register
+class ERACE(LatentReplay):
+    name = "er_ace"
+
+    def step(self, xb, yb, n_new):
+        return self.logit_step(xb, yb, n_new, ace_loss)
+
+    def event_extra(self) -> dict:
+        k = self.run.setup.dataset.num_classes
+        return self.extra(0, k * self.cfg["batch_size"], 0, 0,
+                          "as latent replay, with the new samples' softmax taken over their own classes "
+                          "(a mask; no extra state)")

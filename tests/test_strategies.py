@@ -1,0 +1,260 @@
+"""The strategies of tinycl.cl.strategies: losses against autograd, footprints by hand, small runs."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cl_fixtures import make_image_folder
+from tinycl.cl import losses as L
+from tinycl.cl.config import validate
+from tinycl.cl.runner import run
+from tinycl.cl.setup import build
+from tinycl.cl.strategies import REGISTRY
+from tinycl.cl.strategies.derpp import derpp_loss
+from tinycl.cl.strategies.er_ace import ace_loss
+from tinycl.cl.strategies.lwf import lwf_loss
+from tinycl.errors import TinyclError
+
+NEW = ("lwf", "ewc", "si", "derpp", "er_ace", "gdumb", "ncm")
+shapes = st.tuples(st.integers(2, 9), st.integers(2, 7), st.integers(0, 2 ** 16))
+
+
+def _batch(n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g, dtype=torch.float64) * 3
+    return z, torch.randint(0, k, (n,), generator=g), g
+
+
+def _autograd(fn, z):
+    z = z.clone().requires_grad_(True)
+    v = fn(z)
+    v.backward()
+    return v.detach(), z.grad
+
+
+# ----------------------------------------------------------------- losses vs autograd, float64
+@settings(max_examples=25, deadline=None)
+@given(shapes)
+def test_masked_cross_entropy_matches_autograd(s):
+    z, y, _ = _batch(*s)
+    present = torch.unique(y)
+    remap = torch.full((z.shape[1],), -1, dtype=torch.long)
+    remap[present] = torch.arange(len(present))
+    v, g = L.masked_cross_entropy(z, y)
+    rv, rg = _autograd(lambda t: F.cross_entropy(t[:, present], remap[y]), z)
+    torch.testing.assert_close(v, rv)
+    torch.testing.assert_close(g, rg)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes, st.floats(0.5, 4.0))
+def test_lwf_distillation_gradient_matches_autograd(s, temp):
+    z, y, g0 = _batch(*s)
+    teacher = torch.randn(z.shape, generator=g0, dtype=torch.float64) * 2
+    units = torch.arange(max(1, z.shape[1] - 1))
+    ref = lambda t: F.kl_div(F.log_softmax(t[:, units] / temp, 1), F.softmax(teacher[:, units] / temp, 1),  # noqa: E731
+                             reduction="batchmean")
+    v, g = L.distillation(z, teacher, units, temp)
+    rv, rg = _autograd(ref, z)
+    torch.testing.assert_close(v, rv)
+    torch.testing.assert_close(g, rg)
+    v, g = lwf_loss(z, y, teacher, units, 0.7, temp)
+    rv, rg = _autograd(lambda t: F.cross_entropy(t, y) + 0.7 * ref(t), z)
+    torch.testing.assert_close(v, rv)
+    torch.testing.assert_close(g, rg)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes, st.integers(0, 9))
+def test_der_and_er_ace_losses_match_autograd(s, n_new):
+    z, y, g0 = _batch(*s)
+    n_new = min(n_new, len(y))
+    stored = torch.randn(len(y) - n_new, z.shape[1], generator=g0, dtype=torch.float64)
+
+    def der_ref(t):
+        v = F.cross_entropy(t[:n_new], y[:n_new]) if n_new else t.sum() * 0
+        if n_new == len(y):
+            return v
+        return v + 0.3 * F.mse_loss(t[n_new:], stored) + 0.6 * F.cross_entropy(t[n_new:], y[n_new:])
+
+    v, g = derpp_loss(z, y, n_new, stored, 0.3, 0.6)
+    rv, rg = _autograd(der_ref, z)
+    torch.testing.assert_close(v, rv)
+    torch.testing.assert_close(g, rg)
+
+    def ace_ref(t):
+        if n_new in (0, len(y)):
+            return F.cross_entropy(t, y)
+        cur = torch.unique(y[:n_new])
+        oh = F.one_hot(y[:n_new], t.shape[1])[:, cur].to(t.dtype)
+        new = -(oh * F.log_softmax(t[:n_new, cur], 1)).sum(1).mean()  # Avalanche's ACECriterion
+        return (F.cross_entropy(t[n_new:], y[n_new:]) + new) / 2
+
+    v, g = ace_loss(z, y, n_new)
+    rv, rg = _autograd(ace_ref, z)
+    torch.testing.assert_close(v, rv)
+    torch.testing.assert_close(g, rg)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5), st.integers(1, 4)), min_size=1, max_size=3),
+       st.floats(0.01, 10.0), st.integers(0, 2 ** 16))
+def test_ewc_si_penalty_gradient_matches_autograd(dims, strength, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = {f"p{i}": torch.randn(d, generator=g, dtype=torch.float64) for i, d in enumerate(dims)}
+    imp = {k: torch.rand(v.shape, generator=g, dtype=torch.float64) for k, v in w.items()}
+    anchor = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in w.items()}
+    v, grads = L.quadratic_penalty(w, imp, anchor, strength)
+    leaf = {k: t.clone().requires_grad_(True) for k, t in w.items()}
+    ref = strength * sum((imp[k] * (leaf[k] - anchor[k]) ** 2).sum() for k in leaf)
+    ref.backward()
+    torch.testing.assert_close(v, ref.detach())
+    for k in w:
+        torch.testing.assert_close(grads[k], leaf[k].grad)
+
+
+# ----------------------------------------------------------------- small runs on a tiny image folder
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = make_image_folder(tmp_path_factory.mktemp("imgs"))
+    base = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
+            "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 1,
+            "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 4, "learning_rate": 0.05,
+            "seed": 0, "target": "vega"}
+    where = tmp_path_factory.mktemp("setup")
+    return base, build(validate(base), where, progress=False), where
+
+
+def _run(setup, out, stop_after=None, **kw):
+    base, s, _ = setup
+    return run(dict(base, **kw), out, progress=False, setup=s, stop_after=stop_after)
+
+
+N_BACK = 4 * 1568 + 4          # tinycl-net cut at relu: the back is fc, 4 classes x 8*14*14 latents
+D = 8 * 14 * 14
+
+
+def _extra(fp: dict) -> dict:
+    from tinycl.cl.footprint import footprint  # noqa: F401 - the base keys
+    base = {"front_weights", "back_weights", "back_master_weights", "back_gradients", "optimizer_state",
+            "replay_memory", "latent_batch", "total"}
+    assert fp["total"] == sum(v for k, v in fp.items() if k != "total")
+    return {k: v for k, v in fp.items() if k not in base}
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("lwf", {"lwf_teacher": 4 * N_BACK}),
+    ("ewc", {"ewc_importance": 4 * N_BACK, "ewc_anchor": 4 * N_BACK}),
+    ("si", {"si_importance": 4 * N_BACK, "si_anchor": 4 * N_BACK, "si_omega": 4 * N_BACK,
+            "si_start_weights": 4 * N_BACK}),
+    ("gdumb", {"gdumb_initial_back": 4 * N_BACK}),
+    ("ncm", {"ncm_means": 4 * 4 * D, "ncm_counts": 4 * 4}),
+    ("er_ace", {}),
+    ("derpp", {}),
+])
+def test_each_method_runs_and_counts_its_memory(setup, tmp_path, strategy, extra):
+    res = _run(setup, tmp_path / strategy, strategy=strategy)
+    assert json.loads((tmp_path / strategy / "results.json").read_text())["strategy"] == strategy
+    assert len(res["accuracy_matrix"]) == 3 and 0.0 <= res["average_accuracy"] <= 1.0
+    fp = res["footprint_bytes"]
+    assert _extra(fp) == extra
+    latent_mem = 20 * (math.ceil(D * 4 / 8) + 4) + 8 * 8   # 20 slots of 4-bit rows, ids, per-channel metadata
+    if strategy in ("er_ace", "gdumb"):
+        assert fp["replay_memory"] == latent_mem
+    if strategy == "derpp":  # + 20 rows of 4 logits at 4 bits (2 bytes) and one fp32 scale and zero point
+        assert fp["replay_memory"] == latent_mem + 20 * 2 + 8
+        assert res["replay_memory_bytes"]["logits"] == 20 * 2
+    if strategy == "ncm":
+        assert fp["back_weights"] == fp["back_gradients"] == fp["optimizer_state"] == 0
+        assert res["learning_event"] is None
+    ev = res["learning_event_extra"]
+    assert ev["strategy"] == strategy and ev["extra_state_bytes"] >= sum(extra.values())
+    assert res["learning_event"] is None or strategy != "ncm"
+
+
+@pytest.mark.parametrize("strategy, precision", [
+    ("derpp", "fp16"), ("er_ace", "bf16"), ("lwf", "int8"), ("ewc", "fp16"), ("si", "bf16"), ("gdumb", "int8"),
+    ("derpp", "int8"), ("si", "fp16"),
+])
+def test_methods_train_in_other_precisions(setup, tmp_path, strategy, precision):
+    res = _run(setup, tmp_path / "r", strategy=strategy, precision=precision)
+    assert not res["diverged"] and res["precision"] == precision
+    assert res["footprint_bytes"]["back_weights"] == N_BACK * {"fp16": 2, "bf16": 2, "int8": 1}[precision]
+
+
+@pytest.mark.parametrize("strategy", ["derpp", "si", "lwf", "ncm"])
+def test_resume_of_a_method_with_state_is_identical(setup, tmp_path, strategy):
+    full = _run(setup, tmp_path / "full", strategy=strategy)
+    assert _run(setup, tmp_path / "part", strategy=strategy, stop_after=1) == {"stopped_after": 1}
+    base, s, _ = setup
+    resumed = run({}, tmp_path / "part", resume=True, progress=False, setup=s)
+    for r in (full, resumed):
+        r.pop("timing")
+        for e in r["per_experience"]:
+            e.pop("seconds")
+    assert resumed == full
+
+
+def test_der_logits_quantized_like_latents(setup, tmp_path):
+    """lr_bits=fp32: float latents and logits, no metadata; 8 bits: one byte per logit."""
+    f32 = _run(setup, tmp_path / "f", strategy="derpp", lr_bits="fp32")
+    assert f32["replay_memory_bytes"]["logits"] == 20 * 4 * 4 and f32["replay_memory_bytes"]["logit_metadata"] == 0
+    b8 = _run(setup, tmp_path / "b", strategy="derpp", lr_bits=8, lr_quantize_new=True)
+    assert b8["replay_memory_bytes"]["logits"] == 20 * 4
+
+
+def test_strategy_options_are_checked_and_absent_by_default():
+    assert "strategy_options" not in validate({})
+    assert validate({"strategy": "lwf", "strategy_options": {"alpha": 0.5}})["strategy_options"] == {"alpha": 0.5}
+    for bad, msg in (({"strategy": "lwf", "strategy_options": {"beta": 1}}, "no option 'beta'"),
+                     ({"strategy": "ewc", "strategy_options": {"lambda": float("nan")}}, "finite"),
+                     ({"strategy": "derpp", "strategy_options": [1]}, "mapping"),
+                     ({"strategy": "ncm", "cwr": True}, "cwr"),
+                     ({"strategy": "lwf", "lr_quantize_new": True}, "lr_quantize_new"),
+                     ({"strategy": "nope"}, "strategy")):
+        with pytest.raises(TinyclError, match=msg):
+            validate(bad)
+
+
+def test_the_docs_example_strategy_registers_and_runs(setup, tmp_path):
+    """docs/strategies.md's example is one file's worth of code: registered, it runs and counts its bytes."""
+    import re
+    import types
+    from pathlib import Path
+
+    from tinycl.cl import strategies as S
+    text = (Path(__file__).parent.parent / "docs" / "strategies.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    mod = types.ModuleType("tinycl.cl.strategies.myreg")
+    mod.__package__ = "tinycl.cl.strategies"
+    try:
+        exec(compile(code, "docs/strategies.md", "exec"), mod.__dict__)
+        assert "myreg" in S.REGISTRY and set(NEW) <= set(S.REGISTRY)
+        res = _run(setup, tmp_path / "m", strategy="myreg", strategy_options={"strength": 0.5})
+    finally:
+        S.REGISTRY.pop("myreg", None)
+    assert res["footprint_bytes"]["myreg_anchor"] == 4 * N_BACK
+    assert res["learning_event_extra"]["extra_state_bytes"] == 4 * N_BACK
+    assert "myreg" not in validate({})["strategy"]
+
+
+@pytest.mark.parametrize("strategy", ["derpp", "ncm"])
+def test_cli_runs_a_method_with_its_summary_and_plots(setup, tmp_path, capsys, strategy):
+    from tinycl.cli import main
+    base, _, where = setup
+    sets = [f"{k}={v}" for k, v in base.items() if k not in ("data", "model", "backbone")]
+    args = ["run", "--data", base["data"], "--model", base["model"], "--out", str(tmp_path / "o"), "--quiet",
+            "--set", f"backbone={where / 'backbone.ckpt'}", "--set", f"strategy={strategy}"]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["strategy"] == strategy and (tmp_path / "o" / "memory.png").exists()
+    assert (res["learning_event"] is None) == (strategy == "ncm")
+    assert "accuracy" in capsys.readouterr().out.lower()
+
