@@ -74,12 +74,15 @@ def _check_target(cfg: dict, out: str, resume: bool) -> None:
 
 
 def _event_cost(setup, cfg) -> dict | None:
-    """Modelled latency and energy of one learning event on the configured target."""
+    """Modelled latency and energy of one learning event on the configured target (replays priced only
+    for strategies whose steps mix them in)."""
+    from .cl.strategies import REGISTRY
     from .hw.cost import learning_event_cost
 
     bits = cfg["lr_bits"] if isinstance(cfg["lr_bits"], int) else {"fp16": 16, "fp32": 32}[cfg["lr_bits"]]
+    replays = cfg["replay_batch"] if REGISTRY[cfg["strategy"]].replays_per_step else 0
     return learning_event_cost(setup.model, setup.dataset.image_shape, cfg["latent_layer"], cfg["target"],
-                               cfg["precision"], cfg["batch_size"], cfg["replay_batch"], bits)
+                               cfg["precision"], cfg["batch_size"], replays, bits)
 
 
 def _pretrain(args) -> int:

@@ -41,6 +41,7 @@ class Strategy:
     OPTIONS: dict[str, float] = {}   # strategy_options: name -> default (finite numbers >= 0)
     quantize_new = False             # accepts lr_quantize_new (trains against a latent memory)
     trains_back = True               # False: the back is not trained (no back cost, no CWR*)
+    replays_per_step = False         # True: each training step mixes replay_batch replayed samples
 
     def __init__(self, run):
         self.run, self.cfg = run, run.cfg

@@ -40,6 +40,7 @@ def derpp_loss(out, y, n_new, stored, alpha: float, beta: float):
 @register
 class DERPP(LatentReplay):
     name = "derpp"
+    replays_per_step = True
     OPTIONS = {"alpha": 0.1, "beta": 0.5}
 
     def start(self, first_latents) -> None:

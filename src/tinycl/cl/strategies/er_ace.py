@@ -26,6 +26,7 @@ def ace_loss(logits, y, n_new):
 @register
 class ERACE(LatentReplay):
     name = "er_ace"
+    replays_per_step = True
 
     def step(self, xb, yb, n_new):
         return self.logit_step(xb, yb, n_new, ace_loss)

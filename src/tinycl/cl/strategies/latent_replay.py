@@ -13,6 +13,7 @@ from .base import Strategy, register
 @register
 class LatentReplay(Strategy):
     name = "latent_replay"
+    replays_per_step = True
     quantize_new = True
 
     def start(self, first_latents) -> None:

@@ -15,6 +15,7 @@ from .latent_replay import LatentReplay
 @register
 class RawReplay(LatentReplay):
     name = "raw_replay"
+    replays_per_step = True
     quantize_new = False
 
     def start(self, first_latents) -> None:
