@@ -1,0 +1,92 @@
+"""One trial, as it runs in a Ray worker: a real ``tinycl.cl.runner.run`` in the trial's folder.
+
+Shared work: the backbone and the INT8 latents (:class:`tinycl.cl.setup.Setup`) depend only on
+``SETUP_KEYS`` of the config. The driver builds each once in a Ray task and hands the result to
+every trial of that key through Ray's object store; a factory-phase backbone is trained once per
+``BACKBONE_KEYS`` into the sweep's content-addressed cache folder (``DIR/cache/backbone-<sha>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+
+from ..errors import TinyclError
+
+BACKBONE_KEYS = ("data", "model", "backbone", "seed", "initial_classes", "pretrain_epochs", "class_order")
+SETUP_KEYS = BACKBONE_KEYS + ("classes_per_experience", "latent_layer", "front_int8")
+
+
+def key_of(cfg: dict, keys) -> str:
+    """SHA-256 (first 16 hex digits) of the config values that determine a shared piece of work."""
+    return hashlib.sha256(json.dumps({k: cfg[k] for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def can_share() -> bool:
+    """Whether ``run`` takes a prebuilt setup (else every trial builds its own)."""
+    from ..cl.runner import run
+    return "setup" in inspect.signature(run).parameters
+
+
+def build_setup(cfg: dict, cache: str):
+    """The setup of ``cfg`` (backbone, split, INT8 front, latents of the whole data set), or the
+    one-line error that building it raised. A factory backbone is trained once per sweep into
+    ``cache/backbone-<sha of BACKBONE_KEYS>`` under a file lock; other builds load it."""
+    import fcntl
+
+    import torch
+
+    from ..cl.setup import build
+
+    try:
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        folder = Path(cache) / f"backbone-{key_of(cfg, BACKBONE_KEYS)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits: one build trains a factory backbone, the others load it
+            return build(dict(cfg), folder, progress=False)
+    except Exception as e:  # noqa: BLE001 - every trial of this setup reports it
+        return _one_line(e)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    return msg if isinstance(e, TinyclError) else f"{type(e).__name__}: {msg}".rstrip(": ")
+
+
+def run_trial(cfg: dict, folder: str, setup=None) -> dict:
+    """Run one trial's config in ``folder`` (resumed when an earlier attempt left a run there),
+    on the shared ``setup`` when one is given (a string: the error that building it raised).
+
+    Returns ``{"status": "ok", "results": {...}, "seconds"}`` or ``{"status": "failed", "error"}``;
+    never raises (a failed trial does not stop the sweep).
+    """
+    import torch
+
+    from ..cl.runner import run
+
+    t0 = time.perf_counter()
+    try:
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        out = Path(folder)
+        done = out / "results.json"
+        if done.exists():
+            try:
+                res = json.loads(done.read_text())
+                return {"status": "ok", "results": res, "seconds": time.perf_counter() - t0, "reused": True}
+            except (OSError, ValueError):
+                pass
+        if isinstance(setup, str):
+            raise TinyclError(setup)
+        kw = {"setup": setup} if setup is not None else {}
+        t_run = time.perf_counter()
+        res = run(cfg, out, resume=(out / "config.json").exists(), progress=False, **kw)
+        return {"status": "ok", "results": res, "seconds": time.perf_counter() - t0,
+                "run_seconds": time.perf_counter() - t_run, "shared_setup": bool(kw)}
+    except Exception as e:  # noqa: BLE001 - reported as the trial's error, the sweep goes on
+        return {"status": "failed", "error": _one_line(e), "seconds": time.perf_counter() - t0}
