@@ -28,6 +28,8 @@ SPEC = "sweep.json"
 
 def _start_ray(address: str | None, num_cpus: int | None):
     """Connect to ``address``, or start a local Ray on this machine's cores; returns (ray, started)."""
+    if address:
+        _token_mode()  # before Ray is imported: it reads the mode once
     try:
         import ray
     except ImportError:
@@ -38,13 +40,23 @@ def _start_ray(address: str | None, num_cpus: int | None):
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"at {address}" if address else "locally"
         raise TinyclError(f"cannot start or reach Ray {where}: {str(e).splitlines()[0] if str(e) else e!r}") \
             from None
     return ray, True
+
+
+def _token_mode() -> None:
+    """Send Ray's auth token to a cluster when this machine has one (as ``ray start`` does: it runs in
+    token mode when RAY_AUTH_MODE is unset and a token exists); an explicit RAY_AUTH_MODE is kept."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _open_folder(out: Path, spec: dict | None, resume: bool) -> dict:

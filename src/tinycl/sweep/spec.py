@@ -200,7 +200,10 @@ def parse(raw, data: str | None = None) -> dict:
     check_targets(spec["targets"] + ([base["target"]] if "target" in base else []))
     if "target" in axes:
         check_targets([t for t in axes["target"] if isinstance(t, str)])
-    return json.loads(json.dumps(spec))
+    spec = json.loads(json.dumps(spec))
+    plan(spec)  # the grid's size against the budget
+    check_all(spec)  # every point's run config, before any work
+    return spec
 
 
 def objectives(spec: dict) -> list[tuple[str, str]]:

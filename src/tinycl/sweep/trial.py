@@ -59,6 +59,19 @@ def _one_line(e: BaseException) -> str:
     return msg if isinstance(e, TinyclError) else f"{type(e).__name__}: {msg}".rstrip(": ")
 
 
+def _run_waiting(run, cfg: dict, out: Path, kw: dict, wait_s: float = 60.0) -> dict:
+    """``run`` in ``out``, resumed when an earlier attempt left a run there; while the worker of a
+    killed sweep still holds the trial folder's lock, wait for it (up to ``wait_s`` seconds)."""
+    t_end = time.monotonic() + wait_s
+    while True:
+        try:
+            return run(cfg, out, resume=(out / "config.json").exists(), progress=False, **kw)
+        except TinyclError as e:
+            if "in use by another tinycl run" not in str(e) or time.monotonic() > t_end:
+                raise
+        time.sleep(1.0)
+
+
 def run_trial(cfg: dict, folder: str, setup=None) -> dict:
     """Run one trial's config in ``folder`` (resumed when an earlier attempt left a run there),
     on the shared ``setup`` when one is given (a string: the error that building it raised).
@@ -85,7 +98,7 @@ def run_trial(cfg: dict, folder: str, setup=None) -> dict:
             raise TinyclError(setup)
         kw = {"setup": setup} if setup is not None else {}
         t_run = time.perf_counter()
-        res = run(cfg, out, resume=(out / "config.json").exists(), progress=False, **kw)
+        res = _run_waiting(run, cfg, out, kw)
         return {"status": "ok", "results": res, "seconds": time.perf_counter() - t0,
                 "run_seconds": time.perf_counter() - t_run, "shared_setup": bool(kw)}
     except Exception as e:  # noqa: BLE001 - reported as the trial's error, the sweep goes on
