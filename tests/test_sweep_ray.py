@@ -173,3 +173,29 @@ def test_sweep_on_a_ray_address_survives_kill_and_resume(tmp_path, cluster):
     alone = run(row["config"], tmp_path / "alone", progress=False)
     assert alone["average_accuracy"] == row["average_accuracy"]
     assert was_running and len(kept) < 8  # it was killed mid-way
+
+
+def test_optuna_search_on_a_ray_address_and_resume(tmp_path, cluster):
+    cluster, token = cluster
+    spec = {"base": BASE, "axes": {"lr_bits": [1, 2, 4, 8], "n_replays": [25, 50, 100]},
+            "search": {"kind": "optuna", "budget": 3, "seed": 1},
+            "constraints": {"target": "vega", "memory_bytes": 360_000}}
+    f = tmp_path / "optuna.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    base = TINYCL + ["sweep", "--out", str(out), "--address", cluster, "--json"]
+    r = subprocess.run(base + ["--config", str(f)], capture_output=True, text=True, env=_env(token), timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout)["trials"]
+    assert len(rows) == 3 and len({row["id"] for row in rows}) == 3
+    assert all(row["status"] in ("ok", "pruned") for row in rows)
+    for row in rows:  # every proposal is a grid point of the axes
+        assert row["point"]["lr_bits"] in spec["axes"]["lr_bits"]
+        assert row["point"]["n_replays"] in spec["axes"]["n_replays"]
+    kept = {p: p.stat().st_mtime_ns for p in (out / "trials").glob("*/trial.json")}
+    assert len(kept) == 3
+    again = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=_env(token), timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing ran again
+    after = json.loads(again.stdout)["trials"]
+    assert {row["id"] for row in after} == {row["id"] for row in rows}  # the budget was spent already

@@ -3,7 +3,7 @@
 The searcher proposes grid points (one categorical choice per axis) on the first objective;
 each proposal runs as a Ray task like any other trial. A proposal already finished (in this
 run or before ``--resume``) is told its saved result and not rerun; a pruned or failed one is
-told as an error. The sweep plans ``budget`` distinct trials (fewer when the grid is smaller
+told as an error. A resumed sweep tells the searcher every finished trial first. The sweep plans ``budget`` distinct trials (fewer when the grid is smaller
 or the searcher keeps proposing finished points).
 """
 
@@ -29,6 +29,12 @@ def _searcher(spec: dict, metric: str, mode: str):
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
 
+def _saved(sw: Sweep) -> list[dict]:
+    folder = sw.out / "trials"
+    rows = [sw.saved_row(p.name) for p in sorted(folder.iterdir())] if folder.is_dir() else []
+    return [r for r in rows if r is not None]
+
+
 def run_optuna(sw: Sweep, ray, share: bool) -> None:
     spec = sw.spec
     metric, mode = sw.objectives[0]
@@ -47,6 +53,16 @@ def run_optuna(sw: Sweep, ray, share: bool) -> None:
             searcher.on_trial_complete(tag, result={metric: row[metric]})
         else:
             searcher.on_trial_complete(tag, error=True)
+
+    for row in _saved(sw):  # a resumed sweep: the searcher learns what already ran, nothing reruns
+        seen.add(row["id"])
+        sw.rows[row["id"]] = row
+        try:
+            idx = {k: spec["axes"][k].index(row["point"][k]) for k in spec["axes"]}
+        except (KeyError, ValueError):
+            continue
+        ok = row["status"] == "ok" and row.get(metric) is not None
+        searcher.add_evaluated_point(idx, row[metric] if ok else 0.0, error=not ok)
 
     while True:
         while len(pending) < slots and len(seen) < sw.planned and asks < _TRIES * budget:
