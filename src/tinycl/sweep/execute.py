@@ -120,6 +120,7 @@ class Sweep:
         self.costs = CostModel()
         self.rows: dict[str, dict] = {}
         self.planned = 0
+        self.done = 0  # trials announced as finished
 
     def folder(self, tid: str) -> Path:
         return self.out / "trials" / tid
@@ -163,7 +164,8 @@ class Sweep:
         if not self.progress:
             return
         rows = list(self.rows.values())
-        done = sum(r["status"] in ("ok", "failed", "pruned") for r in rows)
+        self.done += 1
+        done = self.done
         best = recommend(rows, self.objectives)
         m = self.objectives[0][0]
         what = {"ok": f"{m} {row.get(m)}", "failed": f"failed: {row['reason']}",
@@ -205,7 +207,7 @@ def run_planned(sw: Sweep, trials: list[dict], ray, share: bool) -> None:
         sw.rows[t["id"]] = row
         if row["status"] == "planned":
             todo.append(t)
-        elif row["status"] == "pruned":
+        else:  # pruned now, or finished before --resume
             sw.say(row)
     todo.sort(key=lambda t: key_of(t["config"], SETUP_KEYS))  # trials sharing a setup run together
     pending = {submit(t): t for t in todo}
