@@ -68,12 +68,13 @@ def run_sequential(trials: list[dict], work: Path) -> float:
 
 def ray_overhead(work: Path, n: int = 3) -> dict:
     """Ray's overhead per trial on the shipped data: the same trials (same prebuilt setup) run by
-    calling the trial function directly, and as Ray tasks with the setup in the object store
-    (scheduling, fetching and unpickling the setup, returning the results). Alternated, 1 CPU."""
+    calling the trial function directly, and as Ray tasks with the setup in the object store, as a
+    sweep passes it (scheduling, the setup fetched once per worker, returning the results).
+    Alternated, 1 CPU; the worker's first trial (start-up, first fetch) is not counted."""
     import ray
 
     from tinycl.cl.config import validate
-    from tinycl.sweep.trial import build_setup, run_trial
+    from tinycl.sweep.trial import SETUP_KEYS, build_setup, key_of, run_trial
 
     cfgs = [validate({"epochs": 1, "lr_bits": b, "n_replays": 200, "front_int8": False,
                       "latent_layer": "block3_1", "classes_per_experience": 3}) for b in (2, 4, 8)][:n]
@@ -82,14 +83,15 @@ def ray_overhead(work: Path, n: int = 3) -> dict:
     try:
         remote = ray.remote(num_cpus=1)(run_trial)
         ref = ray.put(setup)
-        ray.get(remote.remote(cfgs[0], str(work / "warm"), ref))  # worker start-up is not per trial
+        # as in a sweep: the worker fetches the setup from the object store for its first trial
+        ray.get(remote.remote(cfgs[0], str(work / "warm"), [ref], key_of(cfgs[0], SETUP_KEYS)))
         direct, on_ray = [], []
         for i, c in enumerate(cfgs):
             t = time.perf_counter()
             run_trial(c, str(work / f"direct{i}"), setup)
             direct.append(time.perf_counter() - t)
             t = time.perf_counter()
-            ray.get(remote.remote(c, str(work / f"ray{i}"), ref))
+            ray.get(remote.remote(c, str(work / f"ray{i}"), [ref], key_of(c, SETUP_KEYS)))
             on_ray.append(time.perf_counter() - t)
     finally:
         ray.shutdown()

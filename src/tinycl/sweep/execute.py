@@ -135,15 +135,24 @@ class Sweep:
             return None
         return row if isinstance(row, dict) and row.get("status") in ("ok", "failed", "pruned") else None
 
-    def row_for(self, t: dict) -> dict:
-        """A planned row, or the saved one of a finished trial, or a pruned row (written at once)."""
+    def row_for(self, t: dict, strict: bool = True) -> dict:
+        """A planned row, or the saved one of a finished trial, or a pruned row (written at once).
+
+        A trial the cost model cannot price raises one line (``strict``) or is a failed row."""
         saved = self.saved_row(t["id"])
         if saved is not None:
             return saved
         try:
             cost = self.costs.trial_cost(t["config"], self.spec["targets"])
         except TinyclError as e:
-            raise TinyclError(f"trial {t['id']} ({json.dumps(t['point'])}): {e}") from None
+            if strict:
+                raise TinyclError(f"trial {t['id']} ({json.dumps(t['point'])}): {e}") from None
+            row = {"id": t["id"], "status": "failed", "reason": f"cost model: {e}", "point": t["point"],
+                   "config": t["config"], "targets": {}, "seconds": None,
+                   **dict.fromkeys(("average_accuracy", "forgetting", "footprint_bytes", "replay_bytes",
+                                    "device_bytes", "latency_s", "energy_j", "fits"))}
+            self.record(row)
+            return row
         row = _row(t, cost, self.spec["targets"], self.cons["target"])
         why = prune_reason(cost, self.cons)
         if why:
@@ -193,7 +202,7 @@ class Submitter:
             k = key_of(t["config"], SETUP_KEYS)
             if k not in self.setups:
                 self.setups[k] = self.build.remote(t["config"], str(self.sw.out / "cache"))
-            args.append(self.setups[k])
+            args += [[self.setups[k]], k]  # in a list: the worker fetches it once, not once per trial
         return self.trial.remote(*args)
 
 
@@ -240,16 +249,27 @@ def sweep(spec: dict | None, out: str | Path, address: str | None = None, resume
 
     out = Path(out).resolve()
     t0 = time.perf_counter()
+    costs = CostModel()
+    if spec is not None and spec["search"]["kind"] != "optuna":
+        for t in S.plan(spec):  # a point the cost model cannot price: one line, before the folder is used
+            try:
+                costs.trial_cost(t["config"], spec["targets"])
+            except TinyclError as e:
+                raise TinyclError(f"sweep file: the point {json.dumps(t['point'], sort_keys=True)}: {e}") from None
     with folder_lock(out):
         spec = _open_folder(out, spec, resume)
         sw = Sweep(spec, out, progress)
-        if spec["search"]["kind"] == "optuna":
-            S.check_all(spec)
-            trials = None
-        else:
-            trials = S.plan(spec)
-        for t in trials or []:  # pruning and cost errors before Ray starts
+        sw.costs = costs
+        trials = None if spec["search"]["kind"] == "optuna" else S.plan(spec)
+        for t in trials or []:  # pruned and finished trials before Ray starts
             sw.rows[t["id"]] = sw.row_for(t)
+        if trials is not None and all(r["status"] != "planned" for r in sw.rows.values()):
+            sw.planned = len(trials)
+            for r in sw.rows.values():
+                sw.say(r)
+            rec = write_all(out, list(sw.rows.values()), spec)  # nothing to run: no Ray
+            return {"rows": list(sw.rows.values()), "recommended": rec, "seconds": time.perf_counter() - t0,
+                    "out": str(out), "spec": spec}
         ray, started = _start_ray(address, num_cpus)
         try:
             if trials is None:

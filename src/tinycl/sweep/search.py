@@ -3,8 +3,9 @@
 The searcher proposes grid points (one categorical choice per axis) on the first objective;
 each proposal runs as a Ray task like any other trial. A proposal already finished (in this
 run or before ``--resume``) is told its saved result and not rerun; a pruned or failed one is
-told as an error. A resumed sweep tells the searcher every finished trial first. The sweep plans ``budget`` distinct trials (fewer when the grid is smaller
-or the searcher keeps proposing finished points).
+told as an error (so is a point the cost model cannot price: that trial is reported as failed).
+A resumed sweep tells the searcher every finished trial first. The sweep plans ``budget``
+distinct trials (fewer when the grid is smaller or the searcher keeps proposing finished points).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_optuna(sw: Sweep, ray, share: bool) -> None:
                 break
             point = {k: spec["axes"][k][got[k]] for k in spec["axes"]}
             t = S.trial(spec, point)
-            row = sw.rows.get(t["id"]) or sw.row_for(t)
+            row = sw.rows.get(t["id"]) or sw.row_for(t, strict=False)
             if t["id"] in seen or row["status"] != "planned":
                 if t["id"] not in seen:
                     seen.add(t["id"])

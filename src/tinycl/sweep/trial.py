@@ -53,6 +53,24 @@ def build_setup(cfg: dict, cache: str):
         return _one_line(e)
 
 
+_HELD: dict = {}  # setup key -> Setup fetched by this worker process (the last one only)
+
+
+def _resolve(setup, key: str | None):
+    """A setup passed as ``[ObjectRef]`` (not resolved by Ray) is fetched from the object store once
+    per worker process and kept for the next trials of the same key (trials arrive grouped by key)."""
+    if not isinstance(setup, list):
+        return setup
+    if key in _HELD:
+        return _HELD[key]
+    import ray
+    _HELD.clear()  # free the previous one first: full CIFAR-10 latents are GBs
+    got = ray.get(setup[0])
+    if not isinstance(got, str):
+        _HELD[key] = got
+    return got
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     msg = text[0] if text else ""
@@ -72,9 +90,10 @@ def _run_waiting(run, cfg: dict, out: Path, kw: dict, wait_s: float = 60.0) -> d
         time.sleep(1.0)
 
 
-def run_trial(cfg: dict, folder: str, setup=None) -> dict:
+def run_trial(cfg: dict, folder: str, setup=None, key: str | None = None) -> dict:
     """Run one trial's config in ``folder`` (resumed when an earlier attempt left a run there),
-    on the shared ``setup`` when one is given (a string: the error that building it raised).
+    on the shared ``setup`` when one is given: a Setup, ``[ObjectRef]`` of one (fetched once per
+    worker for its ``key``), or a string, the error that building it raised.
 
     Returns ``{"status": "ok", "results": {...}, "seconds"}`` or ``{"status": "failed", "error"}``;
     never raises (a failed trial does not stop the sweep).
@@ -94,6 +113,7 @@ def run_trial(cfg: dict, folder: str, setup=None) -> dict:
                 return {"status": "ok", "results": res, "seconds": time.perf_counter() - t0, "reused": True}
             except (OSError, ValueError):
                 pass
+        setup = _resolve(setup, key)
         if isinstance(setup, str):
             raise TinyclError(setup)
         kw = {"setup": setup} if setup is not None else {}
