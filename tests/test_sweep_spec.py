@@ -155,3 +155,27 @@ def test_spec_is_plain_json(tmp_path):
     with pytest.raises(TinyclError):
         S.parse(dict(GOOD, search={"kind": "grid", "extra": 1}))
     assert len(list(itertools.chain(S.plan(spec)))) == 2
+
+
+def test_a_point_the_cost_model_cannot_price_fails_before_any_work(tmp_path, capsys):
+    p = _write(tmp_path, {"axes": {"precision": ["fp32", "fp16"]}, "constraints": {"target": "tinycl-asic"}})
+    assert main(["sweep", "--config", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "the point" in err and "fp16" in err and err.count("\n") == 1
+    assert not (tmp_path / "o" / "sweep.json").exists()
+
+
+def test_all_pruned_sweep_writes_its_results_without_ray(tmp_path, capsys):
+    p = _write(tmp_path, {"axes": {"lr_bits": [2, 8]}, "constraints": {"memory_bytes": 1000}})
+    out = tmp_path / "o"
+    assert main(["sweep", "--config", str(p), "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "0 ran, 2 pruned" in text.out and "recommended: none" in text.out
+    assert "sweep: 2/2 done" in text.err
+    rows = json.loads((out / "trials.json").read_text())["trials"]
+    assert [r["status"] for r in rows] == ["pruned", "pruned"]
+    assert all("> 1,000 B on vega" in r["reason"] for r in rows)
+    assert "nothing to recommend" in (out / "recommended.yaml").read_text()
+    assert main(["sweep", "--config", str(p), "--out", str(out)]) == 2  # a second sweep there: refused
+    assert "already holds a sweep" in capsys.readouterr().err
+    assert main(["sweep", "--resume", "--out", str(out)]) == 0
