@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .hw.commands import register as register_hw
     register_hw(sub)
     _register_accel(sub)
+    from .sweep.commands import register as register_sweep
+    register_sweep(sub)
     return p
 
 
