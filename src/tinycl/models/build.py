@@ -42,10 +42,14 @@ class LinearND(T.Linear):
 
     def forward(self, x, ctx):
         self.shape = x.shape
+        if x.dim() == 2:
+            return super().forward(x, ctx)
         y = super().forward(x.reshape(-1, x.shape[-1]), ctx)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     def backward(self, dy, ctx, need_input=True):
+        if dy.dim() == 2:
+            return super().backward(dy, ctx, need_input)
         dx = super().backward(dy.reshape(-1, dy.shape[-1]), ctx, need_input)
         return None if dx is None else dx.reshape(self.shape)
 

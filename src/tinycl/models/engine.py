@@ -33,12 +33,13 @@ class GraphLayer(Layer):
         self._plan()
 
     def _plan(self) -> None:
-        """Last readers (to free tensors) and which nodes need a gradient."""
+        """Per-node steps with everything the passes would otherwise look up: the op, its inputs, its
+        kind, the tensors to free after it (last readers), and which inputs need a gradient."""
         g = self.graph
-        self.last_use: dict[str, int] = {}
+        last_use: dict[str, int] = {}
         for i, n in enumerate(self.nodes):
             for x in n.inputs:
-                self.last_use[x] = i
+                last_use[x] = i
         self.needs: dict[str, bool] = {g.input: False}
         self.needs_from_input: dict[str, bool] = {g.input: True}
         for n in self.nodes:
@@ -46,52 +47,63 @@ class GraphLayer(Layer):
             stop = getattr(self.ops[n.name], "stops_gradient", False)
             self.needs[n.name] = not stop and (own or any(self.needs[i] for i in n.inputs))
             self.needs_from_input[n.name] = not stop and (own or any(self.needs_from_input[i] for i in n.inputs))
+        readers: dict[str, int] = {}
+        for n in self.nodes:
+            for x in n.inputs:
+                readers[x] = readers.get(x, 0) + 1
+        self.read_twice = {k for k, c in readers.items() if c > 1}   # their gradients are sums
+        self.steps = []
+        for i, n in enumerate(self.nodes):
+            op = self.ops[n.name]
+            kind = ("getitem" if n.op == "getitem" else "leaf" if n.op in ("param", "const")
+                    else "many" if hasattr(op, "forward_many") else "one")
+            frees = tuple(k for k in dict.fromkeys(n.inputs) if last_use[k] == i and k != g.output)
+            parts = len(g[n.inputs[0]].shape) if kind == "getitem" else 0
+            self.steps.append((n.name, op, tuple(n.inputs), kind, n.attrs.get("index"), frees, parts,
+                               tuple(self.needs[k] for k in n.inputs),
+                               tuple(self.needs_from_input[k] for k in n.inputs)))
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x, ctx):
         vals = {self.graph.input: x}
-        for i, n in enumerate(self.nodes):
-            op = self.ops[n.name]
-            xs = [vals[k] for k in n.inputs]
-            if n.op == "getitem":
-                y = xs[0][n.attrs["index"]]
-            elif n.op in ("param", "const"):
-                y = op.forward(None, ctx)
-            elif hasattr(op, "forward_many"):
-                y = op.forward_many(xs, ctx)
+        for name, op, inputs, kind, index, frees, _, _, _ in self.steps:
+            if kind == "one":
+                y = op.forward(vals[inputs[0]], ctx)
+            elif kind == "many":
+                y = op.forward_many([vals[k] for k in inputs], ctx)
+            elif kind == "getitem":
+                y = vals[inputs[0]][index]
             else:
-                y = op.forward(xs[0], ctx)
-            vals[n.name] = y
-            for k in n.inputs:
-                if self.last_use.get(k) == i and k != self.graph.output:
-                    del vals[k]
+                y = op.forward(None, ctx)
+            vals[name] = y
+            for k in frees:
+                del vals[k]
         return vals[self.graph.output]
 
     def backward(self, dy, ctx, need_input=True):
         needs = self.needs_from_input if need_input else self.needs
         grads: dict[str, object] = {self.graph.output: dy}
         owned: set[str] = set()   # gradients held only by ``grads``: later sums may add into them in place
-        for n in reversed(self.nodes):
-            g = grads.pop(n.name, None)
-            op = self.ops[n.name]
-            if g is None or not needs[n.name]:
+        for name, op, inputs, kind, index, _, parts, want_w, want_x in reversed(self.steps):
+            g = grads.pop(name, None)
+            if g is None or not needs[name]:
                 op.saved = None
                 continue
-            owned.discard(n.name)
-            if n.op == "getitem":
-                self._add_part(grads, n.inputs[0], n.attrs["index"], g, len(self.graph[n.inputs[0]].shape))
+            owned.discard(name)
+            if kind == "getitem":
+                self._add_part(grads, inputs[0], index, g, parts)
                 continue
-            want = [needs[i] for i in n.inputs]
-            if n.op in ("param", "const"):
+            if kind == "leaf":
                 op.backward(g, ctx)
                 continue
-            if hasattr(op, "backward_many"):
-                outs = op.backward_many(g, ctx, want)
-            else:
-                outs = (op.backward(g, ctx, want[0]),)
-            for k, w, gx in zip(n.inputs, want, outs):
+            want = want_x if need_input else want_w
+            outs = op.backward_many(g, ctx, want) if kind == "many" else (op.backward(g, ctx, want[0]),)
+            for k, w, gx in zip(inputs, want, outs):
                 if w and gx is not None:
-                    self._accumulate(grads, owned, k, gx, g)
+                    if k in self.read_twice:
+                        self._accumulate(grads, owned, k, gx, g)
+                    else:
+                        grads[k] = gx
         return grads.get(self.graph.input) if need_input else None
 
     @staticmethod
