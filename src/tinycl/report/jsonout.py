@@ -55,11 +55,16 @@ def dumps(obj, indent: int | None = 2) -> str:
 def write(path: str | Path, obj, indent: int | None = 2) -> None:
     """Write ``obj`` as strict JSON atomically (temporary file + rename); a failed write removes
     the temporary file and raises one line naming ``path``."""
+    write_atomic(path, dumps(obj, indent))
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write text or bytes atomically: a temporary file beside ``path``, then a rename. A failed
+    write removes the temporary file and raises one line naming ``path``."""
     path = Path(path)
-    text = dumps(obj, indent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
         os.replace(tmp, path)
     except OSError as e:
         try:

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import yaml
 
-from ..errors import TinyclError
 from ..report import jsonout
 from ..report.table import human_bytes, table
+from ..report.jsonout import write_atomic
 from . import spec as S
 from .pareto import front, recommend
 
 FINISHED = ("ok", "failed", "pruned")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise TinyclError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _order(rows: list[dict]) -> list[dict]:
@@ -69,7 +49,7 @@ def write_tables(out: Path, rows: list[dict], spec: dict) -> None:
     w.writerow(cols)
     for r in rows:
         w.writerow(["" if _cell(r, c) is None else _cell(r, c) for c in cols])
-    _atomic_text(out / "trials.csv", buf.getvalue())
+    write_atomic(out / "trials.csv", buf.getvalue())
 
 
 def _front2(rows: list[dict], x: str, ygoal: str = "max") -> list[int]:
@@ -137,10 +117,10 @@ def write_all(out: Path, rows: list[dict], spec: dict) -> dict | None:
     write_tables(out, rows, spec)
     rec = recommend(rows, S.objectives(spec))
     png = pareto_png(rows, rec, f"tinycl sweep: {len(rows)} trials, constraints {_cons_text(spec)}")
-    _atomic_bytes(out / "pareto.png", png)
+    write_atomic(out / "pareto.png", png)
     ry = recommended_yaml(rec, spec)
-    _atomic_text(out / "recommended.yaml", ry)
-    _atomic_text(out / "report.html", report_html(_order(rows), spec, png, ry, columns(spec), _cell,
+    write_atomic(out / "recommended.yaml", ry)
+    write_atomic(out / "report.html", report_html(_order(rows), spec, png, ry, columns(spec), _cell,
                                                   _cons_text(spec)))
     return rec
 
