@@ -62,9 +62,19 @@ class GraphLayer(Layer):
             self.steps.append((n.name, op, tuple(n.inputs), kind, n.attrs.get("index"), frees, parts,
                                tuple(self.needs[k] for k in n.inputs),
                                tuple(self.needs_from_input[k] for k in n.inputs)))
+        # a plain chain (each node reads only the one before it): run it without the tensor table
+        prev, self.chain = g.input, True
+        for n, step in zip(self.nodes, self.steps):
+            self.chain &= n.inputs == [prev] and step[3] == "one"
+            prev = n.name
+        self.chain &= prev == g.output
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x, ctx):
+        if self.chain:
+            for step in self.steps:
+                x = step[1].forward(x, ctx)
+            return x
         vals = {self.graph.input: x}
         for name, op, inputs, kind, index, frees, _, _, _ in self.steps:
             if kind == "one":
@@ -82,6 +92,8 @@ class GraphLayer(Layer):
 
     def backward(self, dy, ctx, need_input=True):
         needs = self.needs_from_input if need_input else self.needs
+        if self.chain:
+            return self._chain_backward(dy, ctx, need_input, needs)
         grads: dict[str, object] = {self.graph.output: dy}
         owned: set[str] = set()   # gradients held only by ``grads``: later sums may add into them in place
         for name, op, inputs, kind, index, _, parts, want_w, want_x in reversed(self.steps):
@@ -105,6 +117,17 @@ class GraphLayer(Layer):
                     else:
                         grads[k] = gx
         return grads.get(self.graph.input) if need_input else None
+
+    def _chain_backward(self, dy, ctx, need_input, needs):
+        """Backward of a plain chain: stops at the first node nothing before it needs a gradient."""
+        for i in range(len(self.steps) - 1, -1, -1):
+            name, op, _, _, _, _, _, want_w, want_x = self.steps[i]
+            if not needs[name]:
+                for step in self.steps[:i + 1]:
+                    step[1].saved = None
+                return None
+            dy = op.backward(dy, ctx, (want_x if need_input else want_w)[0])
+        return dy if need_input else None
 
     @staticmethod
     def _accumulate(grads: dict, owned: set, k: str, gx: torch.Tensor, dy) -> None:
