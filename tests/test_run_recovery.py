@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cl_fixtures import make_image_folder
+from test_cl_run import cfg_for
 from test_cli_bad_inputs import evil_state_file
 from tinycl.cl import checkpoint
 from tinycl.cl.runner import run
@@ -24,15 +25,6 @@ from tinycl.report import jsonout
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imgs"))
-
-
-def cfg_for(folder, **kw):
-    base = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
-            "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 2,
-            "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 4, "learning_rate": 0.05,
-            "seed": 0, "target": "vega"}
-    base.update(kw)
-    return base
 
 
 def without_timing(res):
