@@ -47,6 +47,8 @@ from tinycl.cl.footprint import ENTRY_IDS
 from tinycl.cl.runner import run
 from tinycl.cl.scenarios import class_incremental
 from tinycl.cl.setup import build
+from tinycl.cl.strategies import names as strategy_names
+from tinycl.cli import event_cost  # the cost tinycl run reports
 from tinycl.data import load
 from tinycl.numerics.packing import row_nbytes
 
@@ -98,19 +100,26 @@ def backbone(spec: str, epochs: int, initial: int, seed: int = 0, threads: int =
     return path
 
 
+STRATEGIES = set(strategy_names())
+# the footprint entries every back-training method has; what a method keeps beyond them is its memory
+BASE_KEYS = ("front_weights", "back_weights", "back_master_weights", "back_gradients", "optimizer_state",
+             "latent_batch")
+
+
 def equal_bytes_capacity(size: int, latent_shape, bits: int) -> int:
     """Slots of ``bits``-bit latents that fit in the bytes of ``size`` 8-bit latents (ids included)."""
     d = math.prod(latent_shape)
     return (size * (row_nbytes(d, 8) + ENTRY_IDS)) // (row_nbytes(d, bits) + ENTRY_IDS)
 
 
-def one_run(cfg0: dict, setup, seed: int, size: int, strat: str) -> tuple[float, float, int, int]:
-    """(average accuracy %, seconds, replay bytes, capacity) of one strategy on one seed."""
-    qnew = strat.endswith("q")  # e.g. eq2q: eq2 with lr_quantize_new
+def one_run(cfg0: dict, setup, seed: int, size: int, strat: str) -> dict:
+    """Accuracy %, forgetting %, seconds, replay bytes, capacity, device footprint bytes and the
+    modelled learning event on VEGA of one strategy on one seed."""
+    qnew = strat.endswith("q") and strat not in STRATEGIES  # e.g. eq2q: eq2 with lr_quantize_new
     cfg = dict(cfg0, seed=seed, n_replays=size, lr_quantize_new=qnew)
     strat_ = strat[:-1] if qnew else strat
-    if strat_ in ("naive", "joint"):
-        cfg["strategy"] = strat_
+    if strat_ in STRATEGIES:  # any registered method; replay methods keep 8-bit latents
+        cfg.update(strategy=strat_, lr_bits=8)
     elif strat_ == "raw":
         cfg.update(strategy="raw_replay", lr_bits=8)
     elif strat_.startswith("eq"):  # N-bit latents filling the 8-bit memory's bytes
@@ -120,9 +129,39 @@ def one_run(cfg0: dict, setup, seed: int, size: int, strat: str) -> tuple[float,
     else:
         cfg.update(strategy="latent_replay", lr_bits="fp32" if strat_ == "lr32" else int(strat_))
     t = time.perf_counter()
-    res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup)
-    return (100 * res["average_accuracy"], time.perf_counter() - t, res["footprint_bytes"]["replay_memory"],
-            res["replay_capacity"])
+    res = run(cfg, Path(tempfile.mkdtemp()) / "r", progress=False, setup=setup, annotate=event_cost)
+    fp = res["footprint_bytes"]
+    event = res.get("learning_event") or {}
+    return {"acc": 100 * res["average_accuracy"], "forgetting": 100 * res["forgetting"],
+                "seconds": time.perf_counter() - t, "replay_bytes": fp.get("replay_memory", 0),
+                "capacity": res["replay_capacity"], "footprint": fp["total"],
+                "memory_bytes": fp["total"] - sum(fp.get(k, 0) for k in BASE_KEYS),
+                "energy_j": event.get("energy_j"), "latency_s": event.get("latency_s"),
+                "diverged": bool(res.get("diverged"))}
+
+
+def mean_std(vals: list[float]) -> tuple[float, float]:
+    return statistics.mean(vals), (statistics.pstdev(vals) if len(vals) > 1 else 0.0)
+
+
+def summarize(layer: str, size: int, strat: str, runs: list[dict], args) -> dict:
+    """One table row: mean and population spread over seeds, and the per-seed values."""
+    accs = [r["acc"] for r in runs]
+    acc_mean, acc_std = mean_std(accs)
+    fgt_mean, fgt_std = mean_std([r["forgetting"] for r in runs])
+    last = runs[-1]
+    row = {"layer": layer, "size": size, "strategy": strat, "capacity": last["capacity"],
+               "replay_bytes": last["replay_bytes"], "memory_bytes": last["memory_bytes"],
+               "footprint_bytes": last["footprint"], "energy_j": last["energy_j"], "latency_s": last["latency_s"],
+               "acc_mean": acc_mean, "acc_std": acc_std, "accs": accs, "forgetting_mean": fgt_mean,
+               "forgetting_std": fgt_std, "diverged": any(r["diverged"] for r in runs),
+               "seconds": statistics.mean(r["seconds"] for r in runs), "seeds": args.seeds,
+               "backbone_seeds": [0 if args.fixed_backbone else s for s in args.seeds]}
+    energy = f"{1e3 * row['energy_j']:.1f} mJ" if row["energy_j"] is not None else "-"
+    print(f"| {layer} | {size} | {strat} | {row['capacity']} | {row['memory_bytes']:,} | "
+          f"{acc_mean:.2f} ± {acc_std:.2f} | {fgt_mean:.1f} ± {fgt_std:.1f} | {energy} | "
+          f"{row['seconds']:.0f} s |", flush=True)
+    return row
 
 
 def main(argv=None) -> int:
@@ -169,14 +208,7 @@ def main(argv=None) -> int:
                     results.setdefault((size, strat), []).append(one_run(cfg0, setup, seed, size, strat))
             del setup
         for (size, strat), runs in results.items():
-            accs = [r[0] for r in runs]
-            row = dict(layer=layer, size=size, strategy=strat, capacity=runs[-1][3], replay_bytes=runs[-1][2],
-                       acc_mean=statistics.mean(accs), acc_std=statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-                       accs=accs, seconds=statistics.mean(r[1] for r in runs), seeds=args.seeds,
-                       backbone_seeds=[0 if args.fixed_backbone else s for s in args.seeds])
-            rows.append(row)
-            print(f"| {layer} | {size} | {strat} | {row['capacity']} | {row['replay_bytes']:,} | "
-                  f"{row['acc_mean']:.2f} ± {row['acc_std']:.2f} | {row['seconds']:.0f} s |", flush=True)
+            rows.append(summarize(layer, size, strat, runs, args))
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
                                         indent=2))
     return 0

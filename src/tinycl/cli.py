@@ -41,7 +41,7 @@ def _run(args) -> int:
     _check_target(cfg, out, bool(args.resume))
     with folder_lock(out):  # results and plots are written under the run's lock
         res = run(cfg, out, resume=bool(args.resume), progress=not args.quiet and not args.json,
-                  annotate=_event_cost)
+                  annotate=event_cost)
         plots(res, out)
     if args.json:
         print(jsonout.dumps(res))
@@ -73,7 +73,7 @@ def _check_target(cfg: dict, out: str, resume: bool) -> None:
         raise TinyclError(f"config: 'target': {e}") from None
 
 
-def _event_cost(setup, cfg) -> dict | None:
+def event_cost(setup, cfg) -> dict | None:
     """Modelled latency and energy of one learning event on the configured target (replays priced only
     for strategies whose steps mix them in)."""
     from .cl.strategies import REGISTRY
