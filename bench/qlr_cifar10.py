@@ -6,7 +6,7 @@ Protocol (also in docs/results.md):
 - backbone: ResNet-8 trained by tinycl's own engine on 4 classes (class order of seed 0),
   one backbone per seed (its pretraining seed is the run's seed; --fixed-backbone uses the
   seed-0 backbone for every seed, as the tables before issue 13 did), cached in
-  ~/.cache/tinycl/bench/. Pretraining runs with --pretrain-threads threads (default 2),
+  ~/.cache/tinycl/bench/. Pretraining runs with --pretrain-threads threads (default 1),
   whatever the run's thread count: its float sums (oneDNN convolution gradients, batch-norm
   statistics) depend on the thread count, so backbones trained with 1 and 2 threads differ
   (all 41 tensors after 20 steps, up to 4.5e-4; then they drift apart), while a fixed thread
@@ -164,6 +164,29 @@ def summarize(layer: str, size: int, strat: str, runs: list[dict], args) -> dict
     return row
 
 
+def combine(files: list[Path], out: Path) -> int:
+    """One table from the JSON files of single-seed runs: rows of the same (layer, size, strategy)
+    are merged over seeds (each seed once)."""
+    runs: dict = {}
+    for f in files:
+        for row in json.loads(f.read_text())["rows"]:
+            per = runs.setdefault((row["layer"], row["size"], row["strategy"]), {})
+            for i, seed in enumerate(row["seeds"]):
+                per[seed] = {"acc": row["accs"][i], "forgetting": row["forgettings"][i], "seconds": row["seconds"],
+                                 "capacity": row["capacity"], "replay_bytes": row["replay_bytes"],
+                                 "memory_bytes": row["memory_bytes"], "footprint": row["footprint_bytes"],
+                                 "energy_j": row["energy_j"], "latency_s": row["latency_s"], "diverged": row["diverged"],
+                                 "backbone_seed": row["backbone_seeds"][i]}
+    rows = []
+    for (layer, size, strat), per in runs.items():
+        seeds = sorted(per)
+        fixed = all(per[s]["backbone_seed"] == 0 for s in seeds) and seeds != [0]
+        args = argparse.Namespace(seeds=seeds, fixed_backbone=fixed)
+        rows.append(summarize(layer, size, strat, [per[s] for s in seeds], args))
+    out.write_text(json.dumps({"combined": [str(f) for f in files], "rows": rows}, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tarball", type=Path, default=TARBALL)
@@ -181,13 +204,17 @@ def main(argv=None) -> int:
                          "(lr_quantize_new)")
     ap.add_argument("--fixed-backbone", action="store_true",
                     help="the seed-0 backbone for every seed (as the tables before issue 13)")
-    ap.add_argument("--pretrain-threads", type=int, default=2,
+    ap.add_argument("--combine", type=Path, nargs="+",
+                    help="merge the JSON files of runs of single seeds (e.g. one process per seed) into one table")
+    ap.add_argument("--pretrain-threads", type=int, default=1,
                     help="threads for backbone pretraining (0: the run's own; see the docstring)")
     ap.add_argument("--quick", action="store_true", help="seed 0, size 1500, first layer only")
     ap.add_argument("--json", type=Path, default=Path("bench/qlr_cifar10.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.sizes, args.layers = [0], [1500], args.layers[:1]
+    if args.combine:
+        return combine(args.combine, args.json)
     torch.set_num_threads(torch.get_num_threads())
     spec = f"imagefolder:{data_root(extract(args.tarball))}"
     rows = []
