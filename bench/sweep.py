@@ -28,18 +28,22 @@ from pathlib import Path
 
 import yaml
 
+from tinycl.cl.config import apply_sets
+
 LAYERS = ["block1_1", "block2_1", "block3_1"]
 BITS = [2, 4, 6, 8]
 REPLAYS = [750, 1500]
 
 
-def spec(data: str, quick: bool, epochs: int, layers=LAYERS, replays=REPLAYS, backbone: str | None = None) -> dict:
+def spec(data: str, quick: bool, epochs: int, layers=LAYERS, replays=REPLAYS, backbone: str | None = None,
+         sets=()) -> dict:
     axes = {"latent_layer": list(layers), "lr_bits": BITS, "n_replays": list(replays)}
     if quick:
         axes = {"latent_layer": ["block3_1"], "lr_bits": [2, 8], "n_replays": [100, 300]}
     base = {"data": data, "epochs": epochs}
     if backbone:
         base["backbone"] = backbone
+    base = apply_sets(base, list(sets))  # --set KEY=VALUE, as tinycl run takes them
     return {"base": base, "axes": axes, "constraints": {"target": "vega"}, "targets": ["vega"]}
 
 
@@ -66,6 +70,21 @@ def run_sequential(trials: list[dict], work: Path) -> float:
         subprocess.run(tinycl() + ["run", "--config", str(f), "--out", str(work / f"run{i}"), "--quiet"],
                        check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
+
+
+def recommendations(trials: list[dict], budgets: list[int]) -> list[dict]:
+    """The recommended trial (best accuracy on the front of accuracy, replay bytes and VEGA energy)
+    among the finished trials whose replay memory fits each budget (bytes)."""
+    from tinycl.sweep.pareto import recommend
+
+    goals = [("average_accuracy", "max"), ("replay_bytes", "min"), ("energy_j", "min")]
+    out = []
+    for b in budgets:
+        rec = recommend([t for t in trials if (t.get("replay_bytes") or 0) <= b], goals)
+        out.append({"budget_bytes": b, "trial": rec and {k: rec.get(k) for k in
+                    ("id", "config", "average_accuracy", "forgetting", "replay_bytes", "device_bytes",
+                     "energy_j", "latency_s")}})
+    return out
 
 
 def ray_overhead(work: Path, n: int = 3) -> dict:
@@ -109,6 +128,9 @@ def main() -> None:
     ap.add_argument("--layers", nargs="+", default=LAYERS, help="latent layers (3 in the issue's benchmark)")
     ap.add_argument("--replays", type=int, nargs="+", default=REPLAYS, help="replay memory sizes (slots)")
     ap.add_argument("--backbone", help="a backbone file for every trial (default: the run's own default)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a base config key")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1_000_000, 256_000],
+                    help="replay-memory budgets (bytes) to recommend a configuration for")
     ap.add_argument("--skip-sequential", action="store_true", help="the sweep only (its results, no peer)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", help="folder for the runs (default: a temporary one)")
@@ -117,11 +139,12 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="tinycl-bench-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
-    sp = spec(a.data, a.quick, a.epochs, a.layers, a.replays, a.backbone)
+    sp = spec(a.data, a.quick, a.epochs, a.layers, a.replays, a.backbone, a.set)
     out = {"data": a.data, "cpus": a.cpus, "epochs": a.epochs}
     if not a.overhead_only:
         sweep_s, res = run_sweep(sp, work, a.cpus)
         trials = res["trials"]
+        out["recommended"] = recommendations(trials, a.budgets)
         out.update(trials=len(trials), sweep_s=sweep_s, failed=[t["id"] for t in trials if t["status"] != "ok"])
         if not a.skip_sequential:
             seq_s = run_sequential(trials, work)
