@@ -93,7 +93,7 @@ def backbone(spec: str, epochs: int, initial: int, seed: int = 0, threads: int =
     finally:
         torch.set_num_threads(caller)
     b["pretrain_threads"] = threads or caller
-    b["torch_version"] = torch.__version__
+    b["torch_version"] = str(torch.__version__)  # a plain str (TorchVersion would not load safely)
     save_backbone(path, b)
     print(f"backbone: seed {seed}, {epochs} epochs on classes {first.classes}, {threads or caller} threads, "
           f"in {time.perf_counter() - t:.0f} s -> {path}")

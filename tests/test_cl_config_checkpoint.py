@@ -94,3 +94,18 @@ def test_checkpoint_name_exists_at_every_moment(tmp_path, monkeypatch):
     checkpoint.save(path, {"n": 2})
     assert seen and all(seen)
     assert checkpoint.load(path)["n"] == 2 and checkpoint.load(tmp_path / "state.ckpt.prev")["n"] == 1
+
+
+def test_checkpoint_refuses_at_save_what_load_would_refuse(tmp_path):
+    """A value load() cannot read safely (here torch's version object, a str subclass) fails the save,
+    in one line naming the file, and nothing is written."""
+    import torch
+
+    from tinycl.cl import checkpoint
+
+    path = tmp_path / "b.ckpt"
+    with pytest.raises(TinyclError, match="b.ckpt.*other than tensors"):
+        checkpoint.save(path, {"w": torch.ones(2), "torch_version": torch.__version__})
+    assert not path.exists() and not list(tmp_path.iterdir())
+    checkpoint.save(path, {"w": torch.ones(2), "torch_version": str(torch.__version__)})
+    assert checkpoint.load(path)["torch_version"] == str(torch.__version__)

@@ -64,6 +64,11 @@ def save(path: str | Path, state: dict) -> int:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
+    try:  # what load() could not read back is refused now, not after the work that follows
+        torch.load(io.BytesIO(payload), weights_only=True)
+    except pickle.UnpicklingError:
+        raise TinyclError(f"cannot write {path}: the state holds objects other than tensors and plain values "
+                          f"(load would refuse them)") from None
     blob = MAGIC + hashlib.sha256(payload).digest() + len(payload).to_bytes(8, "little") + payload
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     link = path.with_name(f".{path.name}.prev-{os.getpid()}")
