@@ -154,7 +154,7 @@ def summarize(layer: str, size: int, strat: str, runs: list[dict], args) -> dict
                "replay_bytes": last["replay_bytes"], "memory_bytes": last["memory_bytes"],
                "footprint_bytes": last["footprint"], "energy_j": last["energy_j"], "latency_s": last["latency_s"],
                "acc_mean": acc_mean, "acc_std": acc_std, "accs": accs, "forgetting_mean": fgt_mean,
-               "forgetting_std": fgt_std, "diverged": any(r["diverged"] for r in runs),
+               "forgetting_std": fgt_std, "forgettings": [r["forgetting"] for r in runs], "diverged": any(r["diverged"] for r in runs),
                "seconds": statistics.mean(r["seconds"] for r in runs), "seeds": args.seeds,
                "backbone_seeds": [0 if args.fixed_backbone else s for s in args.seeds]}
     energy = f"{1e3 * row['energy_j']:.1f} mJ" if row["energy_j"] is not None else "-"
@@ -171,12 +171,16 @@ def combine(files: list[Path], out: Path) -> int:
     for f in files:
         for row in json.loads(f.read_text())["rows"]:
             per = runs.setdefault((row["layer"], row["size"], row["strategy"]), {})
+            # rows of one seed written before per-seed forgetting was recorded hold it as the mean
+            fgts = row.get("forgettings") or ([row["forgetting_mean"]] if len(row["seeds"]) == 1 else None)
+            if fgts is None:
+                sys.exit(f"bench: {f} has a row of several seeds without per-seed forgetting")
             for i, seed in enumerate(row["seeds"]):
-                per[seed] = {"acc": row["accs"][i], "forgetting": row["forgettings"][i], "seconds": row["seconds"],
-                                 "capacity": row["capacity"], "replay_bytes": row["replay_bytes"],
-                                 "memory_bytes": row["memory_bytes"], "footprint": row["footprint_bytes"],
-                                 "energy_j": row["energy_j"], "latency_s": row["latency_s"], "diverged": row["diverged"],
-                                 "backbone_seed": row["backbone_seeds"][i]}
+                per[seed] = {"acc": row["accs"][i], "forgetting": fgts[i], "seconds": row["seconds"],
+                             "capacity": row["capacity"], "replay_bytes": row["replay_bytes"],
+                             "memory_bytes": row["memory_bytes"], "footprint": row["footprint_bytes"],
+                             "energy_j": row["energy_j"], "latency_s": row["latency_s"], "diverged": row["diverged"],
+                             "backbone_seed": row["backbone_seeds"][i]}
     rows = []
     for (layer, size, strat), per in runs.items():
         seeds = sorted(per)
