@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from test_export_learner import M4_MISSING, assert_same, data, needs_gcc, resnet8, run_c, run_reference, user_model  # noqa: F401
+from test_export_learner import (M4_MISSING, assert_same, data, needs_gcc, resnet8, run_c,  # noqa: F401
+                                 run_reference, user_model)
 from tinycl.errors import TinyclError
 from tinycl.export.generate import generate
 from tinycl.export.plan import build_plan

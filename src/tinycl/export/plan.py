@@ -2,8 +2,9 @@
 
 A plan is lists of :class:`Op` over numbered tensors (tensor 0 is the input; each op
 writes one new tensor, in execution order). The front works on INT8 codes of one
-sample, the back on FP32 batches (or FP16: ``precision="fp16"``, see :func:`back_precision`). Builders read today's ``QuantizedFront.ops`` and a
-``Network``'s layer tree; a builder from a captured graph can fill the same fields.
+sample, the back on FP32 batches (or FP16: ``precision="fp16"``, see :func:`back_precision`).
+Builders read today's ``QuantizedFront.ops`` and a ``Network``'s layer tree; a builder from a
+captured graph can fill the same fields.
 
 Front kinds: ``conv_int8``, ``linear_int8``, ``add_int8``, ``maxpool_int8``,
 ``avgpool_int8``, ``gap_int8``, ``clamp_int8``, ``flatten``.
