@@ -2,20 +2,17 @@
  * reservoir replacement, a back of tc_t tensors (FP32, or FP16 with TC_FP16: float master
  * weights and momenta, optional loss scaling) trained by SGD; all buffers carved from one arena.
  * Arena order (export/planner.py mirrors it): front tensors (at the planner's offsets:
- * tensors never alive together share bytes), latent codes, back
- * activations, back gradients, a scratch gradient (largest tensor but the
- * input), parameter gradients, BN batch
- * statistics, batch labels, two lists of replay slots, one row of codes,
- * gradient flags, and with TC_FP16 one float latent row and one float pool plane;
- * every block rounded up to 8 bytes. */
+ * tensors never alive together share bytes), latent codes, back activations, back gradients,
+ * a scratch gradient (largest tensor but the input), parameter gradients, BN batch statistics,
+ * batch labels, two lists of replay slots, one row of codes, gradient flags, and with TC_FP16
+ * one float latent row and one float pool plane; every block rounded up to 8 bytes. */
 #include <math.h>
 #include <string.h>
 #include "tc_engine.h"
 
 #define ES sizeof(tc_t)
 
-/* the float latent row of sample s: with TC_FP16 a float scratch row (then rounded into
- * act[0]), with float tensors the row of act[0] itself */
+/* the float latent row of sample s: TC_FP16: a float scratch row (then rounded into act[0]) */
 #if TC_FP16
 #define LROW(c, s, L) ((c)->lrow)
 #else
