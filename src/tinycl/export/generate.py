@@ -1,7 +1,8 @@
 """Write a self-contained C99 project from a :class:`Plan`, and the test program's file formats.
 
 Files: the runtime (``export/c``: kernels, engine, start-up code, linker script, test
-program), ``tinycl.h`` (API and sizes), ``model.c`` (front weights as ``const`` arrays;
+program), ``tinycl.h`` (API and sizes), ``tc_config.h`` (the back's element type: float,
+or ``_Float16`` for an FP16 plan), ``model.c`` (front weights as ``const`` arrays;
 back weights, momenta, BN statistics, replay memory and RNG state as initialised
 data), ``Makefile`` (``make host``, ``make m4``, ``make run-host``, ``make run-m4``).
 Nothing is written unless the whole project could be generated.
