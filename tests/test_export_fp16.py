@@ -12,13 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-from test_export_learner import (M4_MISSING, assert_same, data, needs_gcc, resnet8, run_c,  # noqa: F401
-                                 run_reference, user_model)
+from test_export_learner import (M4_MISSING, B, _learner, assert_same, data, needs_gcc, resnet8,  # noqa: F401
+                                 run_c, run_reference, user_model)
 from tinycl.errors import TinyclError
+from tinycl.export import ref as R
 from tinycl.export.generate import generate
 from tinycl.export.plan import build_plan
 from tinycl.export.planner import arena_blocks, element_bytes
+from tinycl.export.reference import Reference
+from tinycl.kernels import loss as LOSS
 from tinycl.models.convert import from_torch
+from tinycl.models.registry import split_points
 from tinycl.numerics.precision import Precision
 
 needs_m4 = pytest.mark.skipif(bool(M4_MISSING), reason=f"Cortex-M4 test needs {', '.join(M4_MISSING)} (not found)")
@@ -141,3 +145,40 @@ def test_generate_refuses_an_unknown_plan_precision_and_writes_nothing(r8_fp16, 
     with pytest.raises(TinyclError, match="precision 'bf16'"):
         generate(bad, tmp_path / "proj")
     assert not (tmp_path / "proj").exists() and not list(tmp_path.glob(".tinycl-export-*"))
+
+
+# ----------------------------------------------------------------------------- the reference vs the engine
+
+def test_reference_rounds_where_the_engine_fp16_policy_rounds(data):  # noqa: F811
+    """The FP16 reference (so the C) against the engine's own fp16 policy on one batch: logits and
+    loss-scaled, then unscaled parameter gradients of ResNet-8's back at block3_1 agree exactly on
+    nearly every element (what remains is the engine's BLAS summation order, one FP16 ulp). The
+    same reference without the FP16 rounding points does not: the check can fail."""
+    bb, ds = data
+    model = B.build_model(bb)
+    cut = split_points(model).index("block3_1") + 1
+    plan, qf, events, _ = _learner(model[:cut].eval(), model[cut:].eval(), bb, ds, 8, "tensor",
+                                   precision="fp16")
+    ref = Reference(plan, qf)
+    x = torch.cat([ref.latents(e[0])[1] for e in events])[:8]
+    y = torch.cat([e[1] for e in events])[:8]
+    net = from_torch(model[cut:].eval(), tuple(x.shape[1:]), precision="fp16").train()
+    sd = net.state_dict()
+    sd.update({f"{op.name}.{k}": v.reshape(sd[f"{op.name}.{k}"].shape)
+               for op in plan.back for k, v in op.params.items()})
+    net.load_state_dict(sd)
+    out = net.forward(x)
+    _, probs = LOSS.cross_entropy_forward(out, y)
+    net.backward(LOSS.cross_entropy_backward(probs, y) * net.scaler.scale, need_input=False)
+    grads = net.named_grads()
+
+    def agree(a, b):
+        return float((a.reshape(-1) == b.reshape(-1)).float().mean())
+
+    acts = ref.forward(x, train=True)
+    _, d = R.softmax_ce(acts[-1], y)
+    pg = ref.backward(acts, ref.rt(d * R.c32(ref.scale)))
+    assert agree(acts[-1], out) >= 0.95
+    assert all(agree(pg[k] / ref.scale, grads[k]) >= 0.95 for k in pg) and set(pg) == set(grads)
+    plain = Reference(plan.__class__(**{**plan.__dict__, "precision": "fp32"}), qf)
+    assert agree(plain.forward(x, train=True)[-1], out) < 0.5
