@@ -281,8 +281,8 @@ void tc_gap_bwd(int n, int c, int hw, const tc_t *dy, tc_t *dx)
 }
 
 /* mean softmax cross-entropy; dlogits = (softmax - onehot) / n, times the loss scale when it is
- * not 1; returns the mean loss. exp is evaluated twice per logit (sum, then probability), so no
- * float scratch is needed whatever tc_t is. */
+ * not 1; returns the mean loss. Float tensors keep each exp in dlogits until its probability;
+ * FP16 ones cannot (it would round), so the exp is evaluated again (same bits). */
 float tc_softmax_ce(int n, int classes, const tc_t *logits, const int32_t *labels, float scale, tc_t *dlogits)
 {
     float total = 0.0f, fn = (float)n;
@@ -292,10 +292,14 @@ float tc_softmax_ce(int n, int classes, const tc_t *logits, const int32_t *label
         tc_t *d = dlogits + (size_t)s * classes;
         float mx = (float)l[0], sum = 0.0f;
         for (k = 1; k < classes; k++) if ((float)l[k] > mx) mx = (float)l[k];
-        for (k = 0; k < classes; k++) sum = sum + tc_expf((float)l[k] - mx);
+        for (k = 0; k < classes; k++) {
+            float e = tc_expf((float)l[k] - mx);
+            if (!TC_FP16) d[k] = (tc_t)e;
+            sum = sum + e;
+        }
         total = total + (tc_logf(sum) - ((float)l[labels[s]] - mx));
         for (k = 0; k < classes; k++) {
-            float p = tc_expf((float)l[k] - mx) / sum;
+            float p = (TC_FP16 ? tc_expf((float)l[k] - mx) : (float)d[k]) / sum;
             float v = (k == labels[s] ? p - 1.0f : p) / fn;
             d[k] = (tc_t)(scale != 1.0f ? v * scale : v);
         }
@@ -303,16 +307,20 @@ float tc_softmax_ce(int n, int classes, const tc_t *logits, const int32_t *label
     return total / fn;
 }
 
+static void sgd_one(float *p, float *mom_buf, float gi, float lr, float momentum, float wd)
+{
+    if (wd != 0.0f) gi = gi + wd * *p;
+    if (momentum != 0.0f) { *mom_buf = *mom_buf * momentum + gi; gi = *mom_buf; }
+    *p = *p - lr * gi;
+}
+
 /* the step of the engine's Network.step: g / scale (the loss scale, when not 1), then
  * torch.optim.SGD with a zero-initialised momentum buffer (the first step gives buf = g) */
 void tc_sgd(int len, float *p, float *mom_buf, const tc_t *g, float scale, float lr, float momentum, float wd)
 {
     int i;
-    for (i = 0; i < len; i++) {
-        float gi = (float)g[i];
-        if (scale != 1.0f) gi = gi / scale;
-        if (wd != 0.0f) gi = gi + wd * p[i];
-        if (momentum != 0.0f) { mom_buf[i] = mom_buf[i] * momentum + gi; gi = mom_buf[i]; }
-        p[i] = p[i] - lr * gi;
-    }
+    if (scale != 1.0f)
+        for (i = 0; i < len; i++) sgd_one(p + i, mom_buf + i, (float)g[i] / scale, lr, momentum, wd);
+    else
+        for (i = 0; i < len; i++) sgd_one(p + i, mom_buf + i, (float)g[i], lr, momentum, wd);
 }
