@@ -12,7 +12,7 @@
 
 #define ES sizeof(tc_t)
 
-/* the float latent row of sample s: TC_FP16: a float scratch row (then rounded into act[0]) */
+/* sample s's float latent row: its row of act[0], or with TC_FP16 a float row then rounded into act[0] */
 #if TC_FP16
 #define LROW(c, s, L) ((c)->lrow)
 #else
