@@ -46,16 +46,17 @@ def _inputs(bb, ds, idx):
 
 
 def _learner(front, back, bb, ds, bits, granularity, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0,
-             policy="reservoir", quantize_new=False):
+             policy="reservoir", quantize_new=False, precision="fp32"):
     """Plan + front + events + test inputs: INT8 front calibrated on real images, a replay
-    memory holding ``fill`` latents, a back that already took one SGD step (non-zero momenta)."""
+    memory holding ``fill`` latents, a back (of the engine's ``precision`` policy) that already
+    took one SGD step (non-zero momenta)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(ds.train.x), generator=g)
     qf = quantize_front(front, _inputs(bb, ds, perm[:64]))
     lat = qf(_inputs(bb, ds, perm[64:64 + fill + 8]))
     mem = ReplayMemory(capacity, LatentQuantizer(bits, granularity).fit(lat), policy, seed=seed)
     mem.add(lat[:fill], ds.train.y[perm[64:64 + fill]], 0)
-    net = from_torch(back, tuple(lat.shape[1:])).train()
+    net = from_torch(back, tuple(lat.shape[1:]), precision=precision).train()
     opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
     net.train_step(lat[fill:fill + 8], ds.train.y[perm[64 + fill:64 + fill + 8]], opt)
     plan = build_plan(qf, tuple(ds.train.x.shape[1:]), net, len(ds.classes), mem, opt, Pcg32(seed, 7),
@@ -118,7 +119,8 @@ def run_reference(plan, qf, events, tests, experiences=None):
                      "cur": (ref.cur_exp, ref.cur_seen), "rng": ref.rng.state,
                      "params": {k: v.clone() for k, v in ref.params.items()},
                      "momenta": {k: v.clone() for k, v in ref.momenta.items()},
-                     "bn": [(rm.clone(), rv.clone()) for _, (rm, rv) in sorted(ref.bn.items())]})
+                     "bn": [(rm.clone(), rv.clone()) for _, (rm, rv) in sorted(ref.bn.items())],
+                     "scaler": (ref.scale, ref.good_steps, ref.skipped)})
     return outs, ref.logits(tests)
 
 
@@ -153,6 +155,7 @@ def assert_same(c, ref_outs, ref_logits, plan):
             assert torch.equal(bits(e["momenta"][k]), bits(r["momenta"][k])), f"{where}: momentum {k}"
         for (a, b), (ra, rb) in zip(e["bn"], r["bn"]):
             assert torch.equal(bits(a), bits(ra)) and torch.equal(bits(b), bits(rb)), f"{where}: BN statistics"
+        assert (float(e["scale"]), e["good_steps"], e["skipped"]) == r["scaler"], f"{where}: loss scaler"
     for t, lg in zip(c["tests"], ref_logits):
         assert t["status"] == 0 and t["pred_status"] == 0
         assert torch.equal(bits(t["logits"]), bits(lg)), "logits"

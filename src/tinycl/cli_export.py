@@ -3,7 +3,8 @@
 The run folder gives the config (``config.json``), the backbone and the final state (``state.ckpt``):
 the INT8 front is rebuilt exactly as the run built it (same calibration), the back's weights and
 momenta and the replay memory (codes, labels, replacement state) come from the checkpoint, so the
-device starts where the emulation stopped. From there the device draws replays with PCG32
+device starts where the emulation stopped (with ``precision=fp16``: FP16 tensors, the float32
+master weights and the loss scaler's state). From there the device draws replays with PCG32
 (``numerics/rng.py``), seeded by ``--seed``.
 """
 
@@ -21,7 +22,8 @@ def export_run(run_dir: str, out: str, max_new: int = 8, replay_batch: int = 8, 
     from .export.planner import arena_bytes
     plan, _ = plan_from_run(run_dir, max_new, replay_batch, seed)
     project = generate(plan, out)
-    return {"out": str(project), "arena_bytes": arena_bytes(plan), "front_ops": len(plan.front),
+    return {"out": str(project), "precision": plan.precision, "arena_bytes": arena_bytes(plan),
+            "front_ops": len(plan.front),
             "back_ops": len(plan.back), "replay_capacity": plan.capacity, "latent_bits": plan.bits,
             "classes": plan.classes}
 
@@ -46,9 +48,11 @@ def plan_from_run(run_dir: str, max_new: int = 8, replay_batch: int = 8, seed: i
         cfg = validate(json.loads((run / "config.json").read_text()))
     except ValueError as e:
         raise TinyclError(f"{run / 'config.json'} is damaged: {e}") from None
-    for key, want in (("strategy", "latent_replay"), ("precision", "fp32"), ("front_int8", True), ("cwr", False)):
+    for key, want in (("strategy", "latent_replay"), ("front_int8", True), ("cwr", False)):
         if cfg[key] != want:
             raise TinyclError(f"C export: {key}={cfg[key]!r} is not supported (needs {key}={want!r})")
+    if cfg["precision"] not in ("fp32", "fp16"):
+        raise TinyclError(f"C export: precision={cfg['precision']!r} is not supported (fp32 or fp16)")
     state = checkpoint.load(run / "state.ckpt")
     if not isinstance(state, dict) or "learner" not in state or "memory" not in state:
         raise TinyclError(f"{run / 'state.ckpt'} is not the state of a tinycl run")

@@ -1,7 +1,8 @@
 """Write a self-contained C99 project from a :class:`Plan`, and the test program's file formats.
 
 Files: the runtime (``export/c``: kernels, engine, start-up code, linker script, test
-program), ``tinycl.h`` (API and sizes), ``model.c`` (front weights as ``const`` arrays;
+program), ``tinycl.h`` (API and sizes), ``tc_config.h`` (the back's element type: float,
+or ``_Float16`` for an FP16 plan), ``model.c`` (front weights as ``const`` arrays;
 back weights, momenta, BN statistics, replay memory and RNG state as initialised
 data), ``Makefile`` (``make host``, ``make m4``, ``make run-host``, ``make run-m4``).
 Nothing is written unless the whole project could be generated.
@@ -21,6 +22,7 @@ import torch
 
 from tinycl.errors import TinyclError
 
+from .driver import config_h
 from .plan import Plan, check_plan
 from .planner import arena_bytes, front_offsets
 
@@ -29,10 +31,12 @@ RUNTIME = ("tinycl_rt.h", "tc_engine.h", "tc_io.h", "tc_rng.c", "tc_math.c", "tc
 SOURCES = "model.c tc_engine.c tc_f32.c tc_f32b.c tc_int8.c tc_math.c tc_rng.c main.c"
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2 -ffp-contract=off"
 M4FLAGS = "-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -mthumb"
+M4_FP16 = "-mfp16-format=ieee"   # arm-none-eabi-gcc: _Float16 as IEEE binary16 (storage; arithmetic in float)
 QEMU = ("qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none -icount shift=0 "
         "-semihosting-config enable=on,target=native -kernel tinycl_m4.elf")
 FKIND = {"conv_int8": "F_CONV", "linear_int8": "F_LINEAR", "add_int8": "F_ADD", "maxpool_int8": "F_MAXPOOL",
          "avgpool_int8": "F_AVGPOOL", "gap_int8": "F_GAP", "clamp_int8": "F_CLAMP", "flatten": "F_FLATTEN"}
+SCALER = {None: 0, "static": 1, "dynamic": 2}
 BKIND = {"conv2d": "B_CONV", "linear": "B_LINEAR", "batchnorm": "B_BN", "relu": "B_RELU", "relu6": "B_RELU6",
          "add": "B_ADD", "maxpool": "B_MAXPOOL", "avgpool": "B_AVGPOOL", "gap": "B_GAP", "flatten": "B_FLATTEN"}
 
@@ -91,7 +95,11 @@ def _back(plan: Plan) -> str:
             key = f"{op.name}.{k}"
             out.append(_arr("float", f"p{pid}_v", v, const=False))
             out.append(_arr("float", f"p{pid}_m", plan.momenta.get(key, torch.zeros_like(v)), const=False))
-            prm.append(f"{{p{pid}_v,p{pid}_m,{v.numel()}}}")
+            w = f"p{pid}_v"
+            if plan.precision == "fp16":   # the kernels' FP16 copy, filled by tinycl_init
+                w = f"p{pid}_w"
+                out.append(f"static tc_t {w}[{v.numel()}];\n")
+            prm.append(f"{{p{pid}_v,p{pid}_m,{w},{v.numel()}}}")
             ids[k], pid = pid, pid + 1
         bn, train, eps, keep, mom = -1, 0, 0.0, 0.0, 0.0
         if op.kind == "batchnorm":
@@ -122,7 +130,10 @@ def _memory(plan: Plan) -> str:
             + _arr("int16_t", "EXPS", exps, const=False, size=plan.capacity)
             + f"static int32_t SIZE = {size}, SEEN = {plan.seen}, CUR_EXP = {plan.cur_exp}, "
             f"CUR_SEEN = {plan.cur_seen}, EXPERIENCE = {plan.experience};\n"
-            + f"static tc_rng RNG = {{{plan.rng_state}ULL, {plan.rng_inc}ULL}};\n")
+            + f"static tc_rng RNG = {{{plan.rng_state}ULL, {plan.rng_inc}ULL}};\n"
+            + f"static float SCALE = {f32(plan.loss_scale.get('scale', 1.0))};\n"
+            + f"static int32_t GOOD_STEPS = {plan.loss_scale.get('good_steps', 0)}, "
+            f"SKIPPED = {plan.loss_scale.get('skipped', 0)};\n")
 
 
 def model_c(plan: Plan) -> str:
@@ -151,6 +162,9 @@ static const tc_model MODEL = {{
   .policy = {int(plan.policy == 'ar1')}, .quantize_new = {int(plan.quantize_new)},
   .rows = ROWS, .labels = LABELS, .exps = EXPS, .size = &SIZE, .seen = &SEEN, .cur_exp = &CUR_EXP,
   .cur_seen = &CUR_SEEN, .experience = &EXPERIENCE, .rng = &RNG,
+  .scaler = {SCALER[plan.loss_scale.get('mode')]}, .scale = &SCALE, .good_steps = &GOOD_STEPS, .skipped = &SKIPPED,
+  .growth = {plan.loss_scale.get('growth_interval', 0)}, .min_scale = {f32(plan.loss_scale.get('min_scale', 1.0))},
+  .max_scale = {f32(plan.loss_scale.get('max_scale', 1.0))},
 }};
 
 {_api(plan, npar, nbn)}"""
@@ -161,7 +175,8 @@ def _api(plan: Plan, npar: int, nbn: int) -> str:
     nft, nbt = len(plan.front_shapes), len(plan.back_shapes)
     return f"""static tc_ctx CTX;
 static int8_t *FT[{nft}];
-static float *ACT[{nbt}], *GRAD[{nbt}], *PGRAD[{max(npar, 1)}], *BNSAVE[{max(nbn, 1)}];
+static tc_t *ACT[{nbt}], *GRAD[{nbt}], *PGRAD[{max(npar, 1)}];
+static float *BNSAVE[{max(nbn, 1)}];
 static float LAST_LOSS;
 
 size_t tinycl_arena_need(void) {{ return tc_arena_need(&MODEL); }}
@@ -193,6 +208,9 @@ void tinycl_dump(void (*put)(const void *, size_t), int n)
     put(BNS[i].rmean, (size_t)BNS[i].c * 4);
     put(BNS[i].rvar, (size_t)BNS[i].c * 4);
   }}
+  put(&SCALE, 4);
+  put(&GOOD_STEPS, 4);
+  put(&SKIPPED, 4);
 }}
 """
 
@@ -212,6 +230,7 @@ def tinycl_h(plan: Plan) -> str:
 #define TINYCL_MAX_NEW {plan.max_new}
 #define TINYCL_REPLAY_BATCH {plan.replay_batch}
 #define TINYCL_CAPACITY {plan.capacity}
+#define TINYCL_FP16 {int(plan.precision == "fp16")}   /* 1: the back's tensors are _Float16 */
 
 size_t tinycl_arena_need(void);
 int tinycl_init(void *arena, size_t size);
@@ -224,12 +243,12 @@ void tinycl_dump(void (*put)(const void *, size_t), int n);
 """
 
 
-def makefile() -> str:
+def makefile(fp16: bool = False) -> str:
     return f"""# Generated by tinycl.export. make host | make m4 | make run-host | make run-m4 (in.bin -> out.bin)
 CC ?= gcc
 ARM_CC ?= arm-none-eabi-gcc
 CFLAGS = {CFLAGS}
-M4FLAGS = {M4FLAGS}
+M4FLAGS = {M4FLAGS}{" " + M4_FP16 if fp16 else ""}
 SRC = {SOURCES}
 
 host: tinycl_host
@@ -256,7 +275,8 @@ run-m4: tinycl_m4.elf
 def generate(plan: Plan, out_dir: str | Path) -> Path:
     """Write the C project for ``plan`` into ``out_dir`` (created; written whole or not at all)."""
     check_plan(plan)
-    files = {"model.c": model_c(plan), "tinycl.h": tinycl_h(plan), "Makefile": makefile()}
+    files = {"model.c": model_c(plan), "tinycl.h": tinycl_h(plan), "tc_config.h": config_h(plan.precision == "fp16"),
+             "Makefile": makefile(plan.precision == "fp16")}
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise TinyclError(f"C export: {out} exists and is not empty")
@@ -332,6 +352,7 @@ def read_output(path, plan: Plan, events_n: list[int], tests: int) -> dict:
             ev["params"][k] = r.tensor(torch.float32, n_el)
             ev["momenta"][k] = r.tensor(torch.float32, n_el)
         ev["bn"] = [(r.tensor(torch.float32, c), r.tensor(torch.float32, c)) for c in nbn]
+        ev["scale"], ev["good_steps"], ev["skipped"] = r.tensor(torch.float32, 1)[0], r.i32(), r.i32()
         out["events"].append(ev)
     out["tests"] = []
     for _ in range(tests):

@@ -2,8 +2,9 @@
 
 A plan is lists of :class:`Op` over numbered tensors (tensor 0 is the input; each op
 writes one new tensor, in execution order). The front works on INT8 codes of one
-sample, the back on FP32 batches. Builders read today's ``QuantizedFront.ops`` and a
-``Network``'s layer tree; a builder from a captured graph can fill the same fields.
+sample, the back on FP32 batches (or FP16: ``precision="fp16"``, see :func:`back_precision`).
+Builders read today's ``QuantizedFront.ops`` and a ``Network``'s layer tree; a builder from a
+captured graph can fill the same fields.
 
 Front kinds: ``conv_int8``, ``linear_int8``, ``add_int8``, ``maxpool_int8``,
 ``avgpool_int8``, ``gap_int8``, ``clamp_int8``, ``flatten``.
@@ -75,6 +76,8 @@ class Plan:
     momenta: dict = field(default_factory=dict)     # param key "op.name" -> tensor
     max_new: int = 8
     replay_batch: int = 8
+    precision: str = "fp32"                         # "fp16": _Float16 tensors, float master weights
+    loss_scale: dict = field(default_factory=dict)  # the loss scaler's settings and state ({}: none)
 
     @property
     def latent_numel(self) -> int:
@@ -178,11 +181,9 @@ def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple]
     """Ops and tensor shapes of a ``Network`` (its captured graph, current weights and BN statistics).
 
     Refuses (TinyclError, one line) what the C backend cannot run: dropout with p > 0,
-    LeakyReLU, a precision other than fp32.
+    LeakyReLU, a precision :func:`back_precision` refuses.
     """
-    prec = net.precision
-    if (prec.weights, prec.activations, prec.gradients) != ("fp32", "fp32", "fp32"):
-        raise TinyclError(f"C export: precision {prec.weights} is not supported (only fp32)")
+    back_precision(net)
     root = net.root
     g = _Graph(net.input_shape)
     ids = {root.graph.input: 0}
@@ -194,6 +195,29 @@ def back_from_network(net, train_bn: bool = True) -> tuple[list[Op], list[tuple]
     if ids[root.graph.output] != len(g.shapes) - 1:
         raise TinyclError("C export: the back's output is not its last op")
     return g.ops, g.shapes
+
+
+def back_precision(net) -> tuple[str, dict]:
+    """``(precision, loss scale)`` of the C back for ``net``'s policy, or a one-line TinyclError.
+
+    "fp32"; or "fp16": weights, activations and gradients FP16 with FP32 accumulation
+    (``accumulate="fp32"``), FP32 master weights, round-to-nearest (not stochastic), loss
+    scaling none, static or dynamic (its state: scale, clean steps, skipped steps)."""
+    p = net.precision
+    fmts = {p.weights, p.activations, p.gradients}
+    why = (f"formats {p.weights}/{p.activations}/{p.gradients}" if fmts not in ({"fp32"}, {"fp16"}) else
+           "" if p.is_fp32 else "accumulate='native'" if p.accumulate != "fp32" else
+           "no master weights" if not p.master_weights else "stochastic rounding" if p.stochastic else "")
+    if why:
+        raise TinyclError(f"C export: precision {p.name!r} ({why}) is not supported; supported: fp32, and fp16 "
+                          f"with fp32 accumulation, fp32 master weights and round-to-nearest")
+    name, sc = ("fp32" if p.is_fp32 else "fp16"), net.scaler
+    if sc is None:
+        return name, {}
+    return name, {"mode": "dynamic" if sc.dynamic else "static", "scale": float(sc.scale),
+                    "good_steps": int(sc.good_steps), "skipped": int(sc.skipped),
+                    "growth_interval": int(sc.growth_interval), "min_scale": float(sc.min_scale),
+                    "max_scale": float(sc.max_scale)}
 
 
 def _back_node(g: _Graph, node, m, ins: list[int], train_bn: bool) -> int:
@@ -249,6 +273,10 @@ def check_plan(plan: Plan) -> None:
     if plan.policy not in POLICIES:
         raise TinyclError(f"C export: replay policy {plan.policy!r} is not supported "
                           f"(supported: {', '.join(POLICIES)})")
+    if plan.precision not in ("fp32", "fp16"):
+        raise TinyclError(f"C export: precision {plan.precision!r} is not supported (fp32, fp16)")
+    if plan.loss_scale and plan.loss_scale.get("mode") not in ("static", "dynamic"):
+        raise TinyclError(f"C export: loss scale mode {plan.loss_scale.get('mode')!r} is not supported")
     if plan.max_new < 1 or plan.replay_batch < 0 or plan.capacity < 1:
         raise TinyclError("C export: max_new >= 1, replay_batch >= 0 and capacity >= 1 are required")
 
@@ -266,6 +294,7 @@ def build_plan(qfront, input_shape, net, classes: int, memory=None, optimizer=No
     plan = Plan(front, fshapes, float(qfront.in_scale), int(qfront.in_zp), float(qfront.out_scale),
                 int(qfront.out_zp), back, bshapes, int(classes), max_new=int(max_new),
                 replay_batch=int(replay_batch), rng_state=rng.state, rng_inc=rng.inc, quantize_new=bool(quantize_new))
+    plan.precision, plan.loss_scale = back_precision(net)
     if memory is not None:
         if memory.policy not in POLICIES:
             raise TinyclError(f"C export: replay policy {memory.policy!r} is not supported "

@@ -22,6 +22,16 @@ One event (``Reference.learn``; the C is ``tc_learn`` in export/c/tc_engine.c):
    the float latent is encoded (``LatentQuantizer.encode``) and packed (``pack_rows``).
 
 With ``quantize_new`` the new latents are trained as ``decode(encode(latent))``.
+
+FP16 plans (``plan.precision == "fp16"``) round where the engine's fp16 policy rounds
+(models/layers.py: ``ctx.act`` / ``ctx.grad``), each value once from float32 to FP16:
+the back's input; every op's output (conv, linear, BN, add, pools; ReLU, ReLU6, max pool
+and flatten are exact); the loss gradient times the loss scale; every input gradient and
+parameter gradient; and the sum of two gradients of a tensor read twice (the engine keeps
+that sum in float32 until the next op rounds; a device storing FP16 gradients rounds it).
+The kernels read FP16 copies of the float32 master weights; SGD and the momenta stay
+float32; gradients are divided by the loss scale, and a step with a non-finite gradient
+is skipped with the dynamic scale rule of numerics/lossscale.py.
 """
 
 from __future__ import annotations
@@ -38,11 +48,24 @@ from . import ref as R
 from .plan import Plan
 
 
+def _to_fp16(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to the nearest FP16 (ties to even), kept in float32."""
+    return t.to(torch.float16).to(torch.float32)
+
+
+def _f32(v: float) -> float:
+    return float(torch.tensor(v, dtype=torch.float32))
+
+
 class Reference:
     """The plan's learner state and its learning event, bit-exact with the generated C."""
 
     def __init__(self, plan: Plan, qfront):
         self.plan, self.front = plan, qfront
+        self.rt = _to_fp16 if plan.precision == "fp16" else (lambda t: t)
+        ls = plan.loss_scale
+        self.scale = float(torch.tensor(ls.get("scale", 1.0), dtype=torch.float32))
+        self.good_steps, self.skipped = ls.get("good_steps", 0), ls.get("skipped", 0)
         self.params = {f"{op.name}.{k}": v.clone() for op in plan.back for k, v in op.params.items()}
         self.momenta = {k: plan.momenta.get(k, torch.zeros_like(v)).clone() for k, v in self.params.items()}
         self.bn = {i: (op.attrs["running_mean"].clone(), op.attrs["running_var"].clone())
@@ -72,10 +95,12 @@ class Reference:
 
     # ------------------------------------------------------------------ back
     def _param(self, op, k):
-        return self.params.get(f"{op.name}.{k}")
+        """The kernels' copy of a weight (FP16: the master rounded)."""
+        v = self.params.get(f"{op.name}.{k}")
+        return None if v is None else self.rt(v)
 
     def forward(self, x: torch.Tensor, train: bool) -> list:
-        acts = [x]
+        acts = [self.rt(x)]
         self.saved = {}
         for i, op in enumerate(self.plan.back):
             a, at = acts[op.inputs[0]], op.attrs
@@ -106,15 +131,16 @@ class Reference:
                 y = R.gap_fwd(a)
             else:
                 y = a.reshape(a.shape[0], -1)
-            acts.append(y)
+            acts.append(self.rt(y))
         return acts
 
     def backward(self, acts: list, dlogits: torch.Tensor) -> dict:
+        rt = self.rt
         grads, pgrads = {len(acts) - 1: dlogits}, {}
 
-        def give(t, g):
+        def give(t, g):   # g rounded as the op stores it, then the sum rounded
             if t != 0:
-                grads[t] = g if t not in grads else grads[t] + g
+                grads[t] = rt(g) if t not in grads else rt(grads[t] + rt(g))
 
         for i in range(len(self.plan.back) - 1, -1, -1):
             op, at = self.plan.back[i], self.plan.back[i].attrs
@@ -152,9 +178,9 @@ class Reference:
             else:
                 dx = dy.reshape(x.shape)
             if op.params:
-                pgrads[f"{op.name}.weight"] = dw
+                pgrads[f"{op.name}.weight"] = rt(dw)
                 if "bias" in op.params:
-                    pgrads[f"{op.name}.bias"] = db
+                    pgrads[f"{op.name}.bias"] = rt(db)
             if t0 and dx is not None:
                 give(t0, dx)
         return pgrads
@@ -189,12 +215,33 @@ class Reference:
         xb, yb = torch.cat(xs), torch.cat(ys)
         acts = self.forward(xb, train=True)
         loss, d = R.softmax_ce(acts[-1], yb)
-        pgrads = self.backward(acts, d)
-        for key, g in pgrads.items():
-            self.params[key], self.momenta[key] = R.sgd(self.params[key], self.momenta[key], g, p.lr, p.momentum,
-                                                       p.weight_decay)
+        if p.loss_scale:
+            d = d * R.c32(self.scale)
+        pgrads = self.backward(acts, self.rt(d))
+        if self.scale != 1.0:
+            pgrads = {k: g / R.c32(self.scale) for k, g in pgrads.items()}
+        if self._scaler_update(pgrads):
+            for key, g in pgrads.items():
+                self.params[key], self.momenta[key] = R.sgd(self.params[key], self.momenta[key], g, p.lr,
+                                                           p.momentum, p.weight_decay)
         self._remember(lat, labels)
         return {"latents": q, "loss": loss}
+
+    def _scaler_update(self, grads: dict) -> bool:
+        """``LossScaler.update`` (numerics/lossscale.py) on float32 scales: True = take the step."""
+        ls = self.plan.loss_scale
+        if not ls:
+            return True
+        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            if ls["mode"] == "dynamic":
+                self.scale, self.good_steps = max(self.scale / 2.0, _f32(ls["min_scale"])), 0
+            self.skipped += 1
+            return False
+        if ls["mode"] == "dynamic":
+            self.good_steps += 1
+            if self.good_steps >= ls["growth_interval"]:
+                self.scale, self.good_steps = min(self.scale * 2.0, _f32(ls["max_scale"])), 0
+        return True
 
     def set_experience(self, e: int) -> None:
         if not 0 <= e <= 32767 or (self.plan.policy == "ar1" and e < self.cur_exp):

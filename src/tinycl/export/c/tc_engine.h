@@ -14,13 +14,15 @@ typedef struct {            /* one INT8 front op on one sample */
     int32_t x_zp, b_zp, out_zp, qmin, qmax, include_pad;
 } tc_fop;
 
-typedef struct {            /* one FP32 back op on a batch */
+typedef struct {            /* one back op on a batch (tensors of tc_t) */
     int kind, in0, in1, out, pw, pb, bn, bn_train;
     tc_conv g;
     float eps, keep, mom;
 } tc_bop;
 
-typedef struct { float *value, *mom; int32_t numel; } tc_param;
+/* value: the float master weight; mom: its float momentum; w: the compute copy the kernels
+ * read (w == value when tc_t is float; with TC_FP16, value rounded to _Float16 after each step) */
+typedef struct { float *value, *mom; tc_t *w; int32_t numel; } tc_param;
 typedef struct { float *rmean, *rvar; int32_t c; } tc_bnstate;
 
 typedef struct {
@@ -43,18 +45,25 @@ typedef struct {
     int16_t *labels, *exps;
     int32_t *size, *seen, *cur_exp, *cur_seen, *experience;
     tc_rng *rng;
+    int scaler;                           /* loss scaling: 0 none, 1 static, 2 dynamic */
+    float *scale;                         /* the loss scale (state) */
+    int32_t *good_steps, *skipped;        /* dynamic: clean steps since the last change; skipped steps */
+    int32_t growth;                       /* dynamic: clean steps before the scale doubles */
+    float min_scale, max_scale;
 } tc_model;
 
 typedef struct {            /* arena pointers, set by tc_init */
     int8_t **ft, *latcodes;
-    float **act, **grad, **pgrad, **bnsave, *tmp;
+    tc_t **act, **grad, **pgrad, *tmp;
+    float **bnsave;
+    float *lrow, *plane;    /* TC_FP16 only: one float latent row, one float channel plane (pools) */
     int32_t *blabels, *idx, *idx2;
     uint8_t *codes, *gset;
     int ready;
 } tc_ctx;
 
 size_t tc_arena_need(const tc_model *m);
-int tc_init(const tc_model *m, tc_ctx *c, int8_t **ft, float **act, float **grad, float **pgrad,
+int tc_init(const tc_model *m, tc_ctx *c, int8_t **ft, tc_t **act, tc_t **grad, tc_t **pgrad,
             float **bnsave, void *arena, size_t size);
 int tc_learn(const tc_model *m, tc_ctx *c, const float *x, const int32_t *labels, int n, float *loss);
 int tc_logits(const tc_model *m, tc_ctx *c, const float *x, float *logits);

@@ -7,6 +7,24 @@
 #include <float.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "tc_config.h"   /* generated: TC_FP16 */
+
+/* Element type of the back's tensors (activations, gradients, the weights' compute copies).
+ * The kernels are written once for tc_t: every operation runs in float (a load widens
+ * exactly), each result is rounded once to tc_t when it is stored. TC_FP16 = 1: IEEE
+ * binary16 storage (_Float16), so FP16 values are multiplied exactly in float and summed in
+ * float (fp32 accumulation of fp16 products); master weights and momenta stay float. */
+#ifndef TC_FP16
+#define TC_FP16 0
+#endif
+#if TC_FP16
+#if !defined(__FLT16_MAX__)
+#error "this tinycl learner is FP16 and needs _Float16: gcc >= 12 on x86-64, or arm-none-eabi-gcc with -mfp16-format=ieee"
+#endif
+typedef _Float16 tc_t;
+#else
+typedef float tc_t;
+#endif
 
 /* bit-exactness needs plain IEEE single operations: no excess precision (x87), no fast-math */
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
@@ -41,34 +59,38 @@ typedef struct {           /* conv geometry; tensors are NCHW float32 */
     int32_t cin, h, w, cout, ho, wo, kh, kw, sh, sw, ph, pw, groups;
 } tc_conv;
 
-void tc_conv_fwd(const tc_conv *g, int n, const float *x, const float *wt, const float *b, float *y);
-void tc_conv_bwd_in(const tc_conv *g, int n, const float *dy, const float *wt, float *dx);
-void tc_conv_bwd_w(const tc_conv *g, int n, const float *dy, const float *x, float *dw, float *db);
-void tc_linear_fwd(int n, int fin, int fout, const float *x, const float *wt, const float *b, float *y);
-void tc_linear_bwd_in(int n, int fin, int fout, const float *dy, const float *wt, float *dx);
-void tc_linear_bwd_w(int n, int fin, int fout, const float *dy, const float *x, float *dw, float *db);
-void tc_bn_train_fwd(int n, int c, int hw, const float *x, const float *gam, const float *bet, float eps,
-                     float keep, float mom, float *rmean, float *rvar, float *mean, float *inv, float *y);
-void tc_bn_train_bwd(int n, int c, int hw, const float *dy, const float *x, const float *gam,
-                     const float *mean, const float *inv, float *dx, float *dg, float *db);
-void tc_bn_eval_fwd(int n, int c, int hw, const float *x, const float *gam, const float *bet,
-                    const float *rmean, const float *inv, float *y);
-void tc_bn_eval_bwd(int n, int c, int hw, const float *dy, const float *x, const float *gam,
-                    const float *rmean, const float *inv, float *dx, float *dg, float *db);
+void tc_conv_fwd(const tc_conv *g, int n, const tc_t *x, const tc_t *wt, const tc_t *b, tc_t *y);
+void tc_conv_bwd_in(const tc_conv *g, int n, const tc_t *dy, const tc_t *wt, tc_t *dx);
+void tc_conv_bwd_w(const tc_conv *g, int n, const tc_t *dy, const tc_t *x, tc_t *dw, tc_t *db);
+void tc_linear_fwd(int n, int fin, int fout, const tc_t *x, const tc_t *wt, const tc_t *b, tc_t *y);
+void tc_linear_bwd_in(int n, int fin, int fout, const tc_t *dy, const tc_t *wt, tc_t *dx);
+void tc_linear_bwd_w(int n, int fin, int fout, const tc_t *dy, const tc_t *x, tc_t *dw, tc_t *db);
+void tc_bn_train_fwd(int n, int c, int hw, const tc_t *x, const tc_t *gam, const tc_t *bet, float eps,
+                     float keep, float mom, float *rmean, float *rvar, float *mean, float *inv, tc_t *y);
+void tc_bn_train_bwd(int n, int c, int hw, const tc_t *dy, const tc_t *x, const tc_t *gam,
+                     const float *mean, const float *inv, tc_t *dx, tc_t *dg, tc_t *db);
+void tc_bn_eval_fwd(int n, int c, int hw, const tc_t *x, const tc_t *gam, const tc_t *bet,
+                    const float *rmean, const float *inv, tc_t *y);
+void tc_bn_eval_bwd(int n, int c, int hw, const tc_t *dy, const tc_t *x, const tc_t *gam,
+                    const float *rmean, const float *inv, tc_t *dx, tc_t *dg, tc_t *db);
 void tc_bn_inv_std(int c, const float *var, float eps, float *inv);
-void tc_relu_fwd(int len, const float *x, float *y);
-void tc_relu_bwd(int len, const float *y, const float *dy, float *dx);
-void tc_relu6_fwd(int len, const float *x, float *y);
-void tc_relu6_bwd(int len, const float *x, const float *dy, float *dx);
-void tc_add_fwd(int len, const float *a, const float *b, float *y);
-void tc_maxpool_fwd(const tc_conv *g, int n, const float *x, float *y);
-void tc_maxpool_bwd(const tc_conv *g, int n, const float *x, const float *dy, float *dx);
-void tc_avgpool_fwd(const tc_conv *g, int n, const float *x, float *y);
-void tc_avgpool_bwd(const tc_conv *g, int n, const float *dy, float *dx);
-void tc_gap_fwd(int n, int c, int hw, const float *x, float *y);
-void tc_gap_bwd(int n, int c, int hw, const float *dy, float *dx);
-float tc_softmax_ce(int n, int classes, const float *logits, const int32_t *labels, float *dlogits);
-void tc_sgd(int len, float *p, float *mom_buf, const float *g, float lr, float momentum, float wd);
+void tc_relu_fwd(int len, const tc_t *x, tc_t *y);
+void tc_relu_bwd(int len, const tc_t *y, const tc_t *dy, tc_t *dx);
+void tc_relu6_fwd(int len, const tc_t *x, tc_t *y);
+void tc_relu6_bwd(int len, const tc_t *x, const tc_t *dy, tc_t *dx);
+void tc_add_fwd(int len, const tc_t *a, const tc_t *b, tc_t *y);
+void tc_maxpool_fwd(const tc_conv *g, int n, const tc_t *x, tc_t *y);
+/* pool backward: overlapping windows sum in float; with TC_FP16 the sums go through
+ * plane (one channel plane of h * w floats), then are rounded once; plane unused otherwise */
+void tc_maxpool_bwd(const tc_conv *g, int n, const tc_t *x, const tc_t *dy, tc_t *dx, float *plane);
+void tc_avgpool_fwd(const tc_conv *g, int n, const tc_t *x, tc_t *y);
+void tc_avgpool_bwd(const tc_conv *g, int n, const tc_t *dy, tc_t *dx, float *plane);
+void tc_gap_fwd(int n, int c, int hw, const tc_t *x, tc_t *y);
+void tc_gap_bwd(int n, int c, int hw, const tc_t *dy, tc_t *dx);
+/* mean loss; dlogits = (softmax - onehot) / n, times scale (the loss scale) when scale != 1 */
+float tc_softmax_ce(int n, int classes, const tc_t *logits, const int32_t *labels, float scale, tc_t *dlogits);
+/* g / scale (when scale != 1), then torch.optim.SGD on the float master weights p */
+void tc_sgd(int len, float *p, float *mom_buf, const tc_t *g, float scale, float lr, float momentum, float wd);
 
 /* ---------------------------------------------------------------- int8 kernels */
 int32_t tc_mbqm(int64_t x, int32_t mult, int32_t shift);
