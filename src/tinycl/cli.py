@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="the C project of a finished run's learner (docs/deploy.md)",
                         description="Write a self-contained C99 project of the learner of a finished `tinycl run`: "
-                                    "INT8 front, packed replay memory, FP32 back with its current weights, "
+                                    "INT8 front, packed replay memory, FP32 or FP16 back with its current weights, "
                                     "bit-exact with the emulation (docs/deploy.md).")
     ex.add_argument("--run", required=True, metavar="DIR", help="the run folder (config.json, state.ckpt)")
     ex.add_argument("--out", required=True, metavar="DIR", help="the project folder to create (must be new or empty)")
