@@ -81,6 +81,21 @@ def test_grid_sweep_on_a_local_ray(tmp_path, capsys):
         sweep(S.parse(GRID), out, num_cpus=2)
     with pytest.raises(TinyclError, match="another sweep file"):
         sweep(S.parse(dict(GRID, axes={"lr_bits": [4]})), out, resume=True, num_cpus=2)
+    # a failed trial (here: one marked failed, its run removed) stays failed on --resume, and runs
+    # again with --retry-failed; the other finished trials are not touched
+    ok = sorted(r["id"] for r in rows.values() if r["status"] == "ok")
+    failed, kept = out / "trials" / ok[0], out / "trials" / ok[1] / "trial.json"
+    row = json.loads((failed / "trial.json").read_text())
+    (failed / "trial.json").write_text(json.dumps(dict(row, status="failed", reason="Ray: worker killed")))
+    for f in failed.iterdir():
+        if f.name != "trial.json":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    before = kept.stat().st_mtime_ns
+    again = {r["id"]: r for r in sweep(None, out, resume=True, num_cpus=2)["rows"]}
+    assert again[ok[0]]["status"] == "failed"
+    again = {r["id"]: r for r in sweep(None, out, resume=True, num_cpus=2, retry_failed=True)["rows"]}
+    assert again[ok[0]]["status"] == "ok" and again[ok[0]]["average_accuracy"] == row["average_accuracy"]
+    assert (failed / "results.json").exists() and kept.stat().st_mtime_ns == before
 
 
 def _free_port() -> int:

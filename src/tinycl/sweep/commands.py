@@ -20,8 +20,10 @@ def _sweep(args) -> int:
     spec = S.read(args.config, args.data) if args.config else None
     if spec is None and not args.resume:
         raise TinyclError("a sweep file is needed: --config SWEEP.yaml (or --resume to continue one)")
+    if args.retry_failed and not args.resume:
+        raise TinyclError("--retry-failed goes with --resume (it reruns the failed trials of a sweep)")
     res = sweep(spec, args.out, address=args.address, resume=args.resume, progress=not args.quiet,
-                num_cpus=args.num_cpus)
+                num_cpus=args.num_cpus, retry_failed=args.retry_failed)
     if args.json:
         print(jsonout.dumps({"trials": res["rows"], "recommended": res["recommended"]}))
     else:
@@ -41,6 +43,8 @@ def register(sub) -> None:
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--address", help="an existing Ray cluster (default: a local Ray on this machine's cores)")
     s.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished trials are kept")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the failed trials again (ok and pruned ones are kept)")
     s.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all of this machine's)")
     s.add_argument("--json", action="store_true", help="print the trials as JSON instead of the table")
     s.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -113,8 +113,9 @@ def _finish(row: dict, got: dict) -> dict:
 class Sweep:
     """One sweep in ``out``: see :func:`sweep`."""
 
-    def __init__(self, spec: dict, out: Path, progress: bool):
+    def __init__(self, spec: dict, out: Path, progress: bool, retry_failed: bool = False):
         self.spec, self.out, self.progress = spec, out, progress
+        self.retry_failed = retry_failed  # on resume, failed trials run again (e.g. a worker killed for memory)
         self.objectives = S.objectives(spec)
         self.cons = spec["constraints"]
         self.costs = CostModel()
@@ -133,7 +134,8 @@ class Sweep:
             row = json.loads(p.read_text())
         except (OSError, ValueError):
             return None
-        return row if isinstance(row, dict) and row.get("status") in ("ok", "failed", "pruned") else None
+        done = ("ok", "pruned") if self.retry_failed else ("ok", "failed", "pruned")
+        return row if isinstance(row, dict) and row.get("status") in done else None
 
     def row_for(self, t: dict, strict: bool = True) -> dict:
         """A planned row, or the saved one of a finished trial, or a pruned row (written at once).
@@ -238,11 +240,13 @@ def _get(ray, ref) -> dict:
 
 
 def sweep(spec: dict | None, out: str | Path, address: str | None = None, resume: bool = False,
-          progress: bool = True, num_cpus: int | None = None, share: bool = True) -> dict:
+          progress: bool = True, num_cpus: int | None = None, share: bool = True,
+          retry_failed: bool = False) -> dict:
     """Run (or resume) a sweep into ``out``; returns ``{"rows", "recommended", "seconds"}``.
 
     ``spec`` is a checked spec (:func:`tinycl.sweep.spec.read`); None with ``resume`` takes the
     saved one. ``share=False`` runs every trial from scratch (benchmarks of the sharing).
+    ``retry_failed`` (with ``resume``): failed trials run again; ok and pruned ones are kept.
     """
     from .output import write_all
     from .search import run_optuna
@@ -258,7 +262,7 @@ def sweep(spec: dict | None, out: str | Path, address: str | None = None, resume
                 raise TinyclError(f"sweep file: the point {json.dumps(t['point'], sort_keys=True)}: {e}") from None
     with folder_lock(out):
         spec = _open_folder(out, spec, resume)
-        sw = Sweep(spec, out, progress)
+        sw = Sweep(spec, out, progress, retry_failed and resume)
         sw.costs = costs
         trials = None if spec["search"]["kind"] == "optuna" else S.plan(spec)
         for t in trials or []:  # pruned and finished trials before Ray starts
