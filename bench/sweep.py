@@ -3,8 +3,9 @@
 The issue's benchmark: 24 configurations on full CIFAR-10, 3 latent layers x 4 bit widths x
 2 memory sizes, as one ``tinycl sweep`` (backbone and INT8 latents built once per latent layer
 and shared through Ray's object store) against the same 24 configurations as 24 sequential
-``tinycl run`` invocations (each builds its own). Both are measured in the same run, on the same
-machine; the ratio is what is reported.
+``tinycl run`` invocations (each a fresh process building its own setup; latents come from
+tinycl's disk cache, ``TINYCL_CACHE``, when the sweep or an earlier run computed them). Both are
+measured in the same run, on the same machine; the ratio is what is reported.
 
     .venv/bin/python bench/sweep.py --data cifar10:PATH/cifar-10-batches-py      # the full benchmark
     .venv/bin/python bench/sweep.py --data shipped --quick                         # 4 configs, minutes
