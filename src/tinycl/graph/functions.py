@@ -21,15 +21,18 @@ def _args(low, n: fx.Node, names: list[str], defaults: dict) -> dict:
     return {k: (v if isinstance(v, fx.Node) and low._is_tensor(v) else low.const(v, n)) for k, v in out.items()}
 
 
-def _dims(low, n, dims, rank) -> tuple[int, ...]:
+def _dims(low, n, dims, rank, x=None) -> tuple[int, ...]:
+    """``dims`` made non-negative; refuses the dimension that holds the batch of input ``x``."""
     if low.batchless(n):
         return tuple(range(rank)) if dims is None else tuple(d % rank for d in ((dims,) if isinstance(dims, int) else dims))
     if dims is None:
         raise low.error(n, "reduces over every dimension including the batch")
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(d % rank for d in dims)
-    if 0 in dims:
-        raise low.error(n, "works across the batch dimension (dim 0)")
+    lay = low.layout_of(x) if x is not None else None
+    bd = 0 if lay in (None, "none") else lay[0]
+    if bd in dims and lay != "none":
+        raise low.error(n, f"works across the batch dimension (dim {bd})")
     return dims
 
 
@@ -90,9 +93,7 @@ def _shape(low, n, op):
         else:
             rest = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else n.args[1]
             dims = [d % rank for d in low.const(list(rest) if not isinstance(rest, list) else rest, n)]
-        if dims[0] != 0 and not low.batchless(n):
-            raise low.error(n, "moves the batch dimension")
-        del full
+        del full   # where the batch goes is read from the probes (lower.check_layout)
         return "permute", [x], {"dims": tuple(dims)}
     if op == "detach":
         return "detach", [x], {}
@@ -105,7 +106,7 @@ def _cat(low, n):
     if not all(low._is_tensor(t) for t in xs):
         raise low.error(n, "concatenates a non-tensor")
     rank = low.p2[xs[0]].dim()
-    return "cat", xs, {"dim": _dims(low, n, a["dim"], rank)[0]}
+    return "cat", xs, {"dim": _dims(low, n, a["dim"], rank, xs[0])[0]}
 
 
 def _split(low, n):
@@ -115,9 +116,10 @@ def _split(low, n):
         dim = low.const(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0), n)
     else:
         dim = low.const(n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0), n)
-    dim = _dims(low, n, dim, rank)[0]
-    sizes = [t.shape[dim] for t in low.p2[n]]
-    return "split", [x], {"dim": dim, "sizes": tuple(sizes), "squeeze": "unbind" in str(n.target)}
+    dim = _dims(low, n, dim, rank, x)[0]
+    squeeze = "unbind" in str(n.target)
+    sizes = [1 if squeeze else t.shape[dim] for t in low.p2[n]]   # unbind's parts lose the dim
+    return "split", [x], {"dim": dim, "sizes": tuple(sizes), "squeeze": squeeze}
 
 
 def _reduce(low, n, op):
@@ -125,7 +127,7 @@ def _reduce(low, n, op):
     a = _args(low, n, ["x", "dim", "keepdim"], {"dim": None, "keepdim": False})
     if n.kwargs.get("dtype") is not None:
         raise low.error(n, "changes the dtype")
-    return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim()), "keepdim": bool(a["keepdim"])}
+    return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim(), x), "keepdim": bool(a["keepdim"])}
 
 
 def _getitem(low, n):
@@ -137,7 +139,8 @@ def _getitem(low, n):
     if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
         raise low.error(n, "indexes with a tensor or list (advanced indexing)")
     first = idx[0] if idx else slice(None)
-    if not (first == slice(None) or first is Ellipsis and len(idx) == 1 or low.batchless(n)):
+    folded = low.layout_of(x) not in (None, "none")   # then lower.check_layout follows the samples
+    if not (first == slice(None) or first is Ellipsis and len(idx) == 1 or low.batchless(n) or folded):
         raise low.error(n, "indexes the batch dimension")
     return "slice", [x], {"index": idx}
 
@@ -266,7 +269,7 @@ def _more(low, n, op):
         a = _args(low, n, ["x", "dim", "_stacklevel", "dtype"], {"dim": None, "dtype": None})
         if a["dim"] is None or a["dtype"] is not None:
             raise low.error(n, "needs an explicit dim and no dtype")
-        return op, [x], {"dim": _dims(low, n, a["dim"], low.p2[x].dim())[0], "log": "log" in target_name(n)}, {}, {}
+        return op, [x], {"dim": _dims(low, n, a["dim"], low.p2[x].dim(), x)[0], "log": "log" in target_name(n)}, {}, {}
     if op == "pad":
         a = _args(low, n, ["x", "pad", "mode", "value"], {"mode": "constant", "value": None})
         if a["mode"] != "constant" or a["value"] not in (None, 0, 0.0) or any(p < 0 for p in a["pad"]):
@@ -290,6 +293,9 @@ def lower_function(low, n: fx.Node, op: str):
     """(op, tensor inputs, attrs, params, buffers) of a call_function / call_method node."""
     if op in ("groupnorm", "softmax", "pad", "elu", "softplus", "mish", "prelu"):
         return _more(low, n, op)
+    if op in ("matmul", "sdpa"):
+        from .attention import lower_matmul, lower_sdpa
+        return (lower_matmul if op == "matmul" else lower_sdpa)(low, n)
     if op in ("linear", "conv2d"):
         return (*_weighted(low, n, op), {})
     if op in ("batchnorm", "layernorm"):

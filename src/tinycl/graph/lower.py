@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedLayerError
+from . import layout as L
 from .ir import Graph, Node
 from .modules import is_leaf, module_attrs  # noqa: F401  (is_leaf re-exported for capture)
 
@@ -42,7 +43,8 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "elu": "elu", "softplus": "softplus", "mish": "mish", "prelu": "prelu",
           "silu_": "silu", "hardswish_": "hardswish", "hardsigmoid_": "hardsigmoid", "relu6_": "relu6",
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
-          "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS}
+          "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
+          "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -91,6 +93,7 @@ class Lowering:
         self.frozen_stats: set[str] = set()
         self.calls: dict[str, int] = {}
         self.no_batch: set[fx.Node] = set()
+        self.layout: dict[fx.Node, object] = {}
 
     # -- values --------------------------------------------------------------------------
     def _is_tensor(self, n) -> bool:
@@ -116,19 +119,57 @@ class Lowering:
         return n in self.no_batch
 
     def sample_shape(self, n: fx.Node):
+        """One sample's output shape (see :class:`~tinycl.graph.ir.Node`); records the layout."""
         v2, v3 = self.p2[n], self.p3[n]
         if n in self.no_batch:
             if isinstance(v2, torch.Tensor) and v2.shape == v3.shape:
                 return tuple(v2.shape)
             raise self.error(n, "computes a parameter-only tensor whose shape depends on the batch")
         if isinstance(v2, (tuple, list)):
-            return tuple(self._one_shape(n, a, b) for a, b in zip(v2, v3))
-        return self._one_shape(n, v2, v3)
+            shapes = [self._one_shape(n, a, b) for a, b in zip(v2, v3)]
+            if len({lay for _, lay in shapes}) > 1:
+                raise self.error(n, "returns tensors that hold the batch in different dimensions")
+            self.layout[n] = shapes[0][1] if shapes else None
+            return tuple(s for s, _ in shapes)
+        shape, self.layout[n] = self._one_shape(n, v2, v3)
+        return shape
 
     def _one_shape(self, n, v2, v3) -> tuple:
-        if v2.dim() == 0 or v2.shape[0] != 2 or v3.shape[0] != 3 or v2.shape[1:] != v3.shape[1:]:
-            raise self.error(n, "does not keep the batch as its first dimension")
-        return tuple(v2.shape[1:])
+        lay = L.layout_of(tuple(v2.shape), tuple(v3.shape))
+        if isinstance(lay, str):
+            raise self.error(n, f"gives a tensor that {lay}; tinycl needs every sample computed on its own")
+        return L.sample_shape(tuple(v2.shape), lay), lay
+
+    def layout_of(self, a: fx.Node):
+        """The layout of a captured tensor (:mod:`tinycl.graph.layout`); ``"none"`` for a
+        parameter-only tensor, which has no batch."""
+        return "none" if a in self.no_batch else self.layout.get(a)
+
+    def check_layout(self, n: fx.Node, op: str, attrs: dict, inputs: list) -> None:
+        """Refuse an op that would act along the batch, or mix samples, on a tensor whose batch is
+        not its first dimension; store the input and output layouts a reshape needs."""
+        lays = [self.layout_of(a) for a in inputs]
+        out = self.layout.get(n)
+        if n in self.no_batch or not inputs:
+            return
+        folded = [a for a, lay in zip(inputs, lays) if lay not in (None, "none")]
+        if (folded or out is not None) and op not in L.FOLD_OK:
+            d = (self.layout_of(folded[0]) if folded else out)[0]
+            raise self.error(n, f"needs the batch as the first dimension of its input (here it is in dimension {d})")
+        x, lay = inputs[0], lays[0]
+        if op == "getitem":
+            return
+        rank, bd = self.p2[x].dim(), L.batch_dim(lay)
+        if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd or op == "linear" and bd == rank - 1
+                              or op == "layernorm" and bd >= rank - len(attrs["normalized_shape"])):
+            raise self.error(n, f"works along the batch dimension (dim {bd})")
+        if op in L.SHAPE_OPS and (folded or out is not None):
+            ins = [(tuple(self.p3[a].shape), lay) for a, lay in zip(inputs, lays)]
+            if "none" in lays or not L.check_moved(op, attrs, ins, _shapes(self.p3[n]), out):
+                raise self.error(n, "mixes or interleaves the samples of the batch (the batch must stay the "
+                                    "outer part of the dimension it is folded into)")
+        if op == "reshape" and (lay is not None or out is not None):
+            attrs["in_batch"], attrs["out_batch"] = lay, out
 
     def error(self, n: fx.Node, why: str) -> UnsupportedLayerError:
         path, typ = (n.target, type(self.gm.get_submodule(n.target)).__name__) if n.op == "call_module" \
@@ -162,6 +203,8 @@ class Lowering:
         out = None
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
+                if self.nodes and not self._is_tensor(n):
+                    continue   # an optional argument fixed at its default (None, False)
                 if any(nd.op == "input" for nd in self.nodes):
                     raise UnsupportedLayerError("the model's forward takes more than one input; tinycl needs one")
                 self._add(n, Node("input", "input", [], shape=self.input_shape))
@@ -234,8 +277,10 @@ class Lowering:
         for a in inputs:
             if a not in self.name_of:
                 raise self.error(n, "reads a tensor tinycl did not capture")
+        shape = self.sample_shape(n)
+        self.check_layout(n, op, attrs, inputs)
         node = Node(self._name(n), op, [self.name_of[a] for a in inputs], attrs, params, buffers,
-                    self.sample_shape(n), path, typ, source_of(n))
+                    shape, path, typ, source_of(n), self.layout.get(n))
         if attrs.pop("frozen", False):
             self.frozen_stats.add(node.name)
         if n in self.no_batch:
@@ -273,6 +318,11 @@ class Lowering:
         if op is None or (n.op == "call_function" and not _known_callable(n.target)):
             raise self.error(n, "is not supported by tinycl")
         return lower_function(self, n, op)
+
+
+def _shapes(v):
+    """The shape of a tensor, or a tuple of shapes for a tuple of tensors."""
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(tuple(t.shape) for t in v)
 
 
 def _updates_state(n: fx.Node) -> bool:

@@ -6,6 +6,7 @@ import torch
 
 from ..errors import UnsupportedLayerError
 from ..graph.ir import Node
+from . import attention_ops as AO
 from . import graph_ops as G
 from . import layers as T
 from . import layers_aten as AT
@@ -117,7 +118,9 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         "relu": lambda: T.Activation(name, "relu"), "relu6": lambda: T.Activation(name, "relu6"),
         "leaky_relu": lambda: T.Activation(name, "leaky_relu", a.get("slope", 0.01)),
         "dropout": lambda: T.Dropout(name, 0.0 if frozen else a["p"]),
-        "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False)), "permute": lambda: G.Permute(name, a["dims"]),
+        "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False), a.get("in_batch"), a.get("out_batch")),
+        "matmul": lambda: AO.MatMul(name),
+        "sdpa": lambda: AO.Attention(name, a["causal"], a["scale"], a["mask"]), "permute": lambda: G.Permute(name, a["dims"]),
         "slice": lambda: G.Slice(name, a["index"]), "detach": lambda: G.Detach(name),
         "mean": lambda: G.Reduce(name, "mean", a["dims"], a["keepdim"]),
         "sum": lambda: G.Reduce(name, "sum", a["dims"], a["keepdim"]),

@@ -1,0 +1,53 @@
+"""Engine ops for attention: the product of two tensors and scaled dot-product attention.
+
+Both read several inputs (``forward_many`` / ``backward_many``), keep what their backward needs
+when training, and use the plain kernels of :mod:`tinycl.kernels.attention` (no autograd).
+"""
+
+from __future__ import annotations
+
+from ..kernels import attention as K
+from .graph_ops import Multi
+
+
+class MatMul(Multi):
+    """``a @ b`` of two activations (or an activation and a parameter), leading dims broadcast."""
+
+    kind = "matmul"
+
+    def forward_many(self, xs, ctx):
+        a, b = xs
+        self.saved = (a, b) if ctx.training else None
+        return ctx.act(K.matmul_forward(a, b))
+
+    def backward_many(self, dy, ctx, needs):
+        a, b = self.saved
+        self.saved = None
+        da, db = K.matmul_backward(dy, a, b, needs[0], needs[1])
+        return ctx.grad(da), ctx.grad(db)
+
+
+class Attention(Multi):
+    """``scaled_dot_product_attention(q, k, v[, mask])``; keeps the attention weights (``L x S`` per
+    head) for the backward."""
+
+    kind = "sdpa"
+
+    def __init__(self, name, causal=False, scale=None, mask="none"):
+        super().__init__(name)
+        self.causal, self.scale, self.mask = causal, scale, mask
+
+    def forward_many(self, xs, ctx):
+        q, k, v = xs[:3]
+        m = xs[3] if len(xs) > 3 else None
+        y, p = K.sdpa_forward(q, k, v, m, self.causal, self.scale)
+        self.saved = (q, k, v, p, None if m is None else m.shape) if ctx.training else None
+        return ctx.act(y)
+
+    def backward_many(self, dy, ctx, needs):
+        q, k, v, p, mshape = self.saved
+        self.saved = None
+        float_mask = self.mask == "float" and len(needs) > 3 and needs[3]
+        dq, dk, dv, dm = K.sdpa_backward(dy, q, k, v, p, self.scale, mshape if float_mask else None)
+        grads = (dq, dk, dv, dm)[:len(needs)]
+        return tuple(ctx.grad(g) if need else None for g, need in zip(grads, needs))
