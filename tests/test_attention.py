@@ -118,3 +118,166 @@ def test_sdpa_refuses_mask_and_causal_together():
     q = torch.ones(2, 3, 4)
     with pytest.raises(TinyclError, match="not both"):
         K.sdpa_forward(q, q, q, torch.zeros(3, 3), True)
+
+
+# ---------------------------------------------------------------------------------------------
+# captured graphs: attention blocks, folded batches, real models
+# ---------------------------------------------------------------------------------------------
+
+from torch import nn  # noqa: E402
+
+from test_network import autograd_reference, check_against_autograd  # noqa: E402
+from tinycl import from_torch  # noqa: E402
+from tinycl.errors import UnsupportedLayerError  # noqa: E402
+from tinycl.graph import capture  # noqa: E402
+
+
+def worst_error(net, model, x) -> float:
+    """Largest relative error of the output, input gradient and parameter gradients of ``net``
+    against autograd on ``model`` (both in training mode, one step on ``x``)."""
+    net.zero_grad()
+    y = net.forward(x)
+    dy = torch.randn_like(y)
+    dx = net.backward(dy)
+    y_ref, dx_ref, g_ref = autograd_reference(model, x, dy)
+    grads = net.named_grads()
+    assert set(grads) == set(g_ref)
+    # a gradient that is zero in exact arithmetic (a BN bias before a training-mode BN) is rounding
+    # noise: its scale is floored as in test_network.check_against_autograd
+    floor = 1e-7 * max(float(g.abs().max()) for g in g_ref.values())
+    rel = lambda a, b, f=1e-12: float((a - b).abs().max()) / max(float(b.abs().max()), f)  # noqa: E731
+    return max([rel(y, y_ref), rel(dx, dx_ref)] + [rel(grads[k], g_ref[k], floor) for k in g_ref])
+
+
+def check_two_batches(model, input_shape, tol=1e-6, batches=(2, 5)):
+    """Autograd agreement (float64) of one captured graph at two batch sizes; returns the graph."""
+    net = check_against_autograd(model, input_shape, batch=batches[0], tol=tol)
+    for b in batches[1:]:
+        err = worst_error(net, model, torch.randn(b, *input_shape, dtype=D))
+        assert err <= tol, (b, err)
+    return net
+
+
+class Heads(nn.Module):
+    """A user-written transformer block: fused qkv to (3, B, H, N, D) heads, explicit attention
+    with @ and softmax, SDPA with a causal and with a float mask, heads folded into the batch."""
+
+    def __init__(self, d=16, h=4, n=5):
+        super().__init__()
+        self.h = h
+        self.ln, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.bias = nn.Parameter(torch.randn(n, n))
+        self.register_buffer("mask", torch.randn(n, n))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(self.ln(x)).reshape(B, N, 3, self.h, C // self.h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        a = ((q @ k.transpose(-2, -1)) * 0.5 + self.bias).softmax(dim=-1)
+        y = (a @ v).transpose(1, 2).reshape(B, N, C)
+        y2 = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B * N, C)
+        qf = q.reshape(B * self.h, N, C // self.h)          # heads folded into the batch
+        y3 = F.scaled_dot_product_attention(qf, k.flatten(0, 1), v.flatten(0, 1), attn_mask=self.mask)
+        y3 = torch.bmm(y3, v.flatten(0, 1).transpose(1, 2)).view(B, self.h, N, N).mean(1)
+        return x + self.proj(y) + self.proj(y2).view(B, N, C) + y3[..., :1]
+
+
+def test_user_transformer_block_matches_autograd_at_two_batch_sizes():
+    net = check_two_batches(Heads(), (5, 16), tol=1e-9)
+    ops = {n.op for n in net.graph.nodes}
+    assert {"matmul", "sdpa", "softmax", "permute", "split"} <= ops
+    folded = [n for n in net.graph.nodes if n.batch is not None]
+    assert folded and all(n.name not in net.graph.cut_points() for n in folded)
+
+
+class Patches(nn.Module):
+    """MobileViT-style unfold / fold of patches: the batch folded into the first dim and back."""
+
+    def __init__(self, c=4, p=2):
+        super().__init__()
+        self.c, self.p = c, p
+        self.conv = nn.Conv2d(c, c, 1)
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        p, nh, nw = self.p, H // self.p, W // self.p
+        t = x.reshape(B * C * nh, p, nw, p).transpose(1, 2)
+        t = t.reshape(B, C, nh * nw, p * p).transpose(1, 3).reshape(B * p * p, nh * nw, C)
+        t = self.fc(t).softmax(-1)
+        t = t.contiguous().view(B, p * p, nh * nw, C).transpose(1, 3).reshape(B * C * nh, nw, p, p)
+        return self.conv(t.transpose(1, 2).reshape(B, C, H, W))
+
+
+def test_patch_unfold_and_fold_with_a_folded_batch():
+    check_two_batches(Patches(), (4, 6, 4), tol=1e-9)
+
+
+def test_mixing_samples_is_refused():
+    class Mix(nn.Module):
+        def forward(self, x):                       # (B, 4, 6) -> (4, B, 6) -> (4B, 6): samples interleaved
+            return x.transpose(0, 1).reshape(-1, 6).reshape(x.shape[0], 24)
+
+    with pytest.raises(UnsupportedLayerError, match="mixes or interleaves the samples"):
+        capture(nn.Sequential(nn.Linear(6, 6), Mix()), (4, 6))
+
+    class Across(nn.Module):
+        def forward(self, x):                       # attention across the samples of the batch
+            q = x.transpose(0, 1)                     # (N, B, D)
+            return F.scaled_dot_product_attention(q, q, q).transpose(0, 1)
+
+    with pytest.raises(UnsupportedLayerError, match="batch inside the attention"):
+        capture(Across(), (3, 4))
+
+    class SoftmaxFolded(nn.Module):
+        def forward(self, x):
+            return x.reshape(-1, 4).softmax(0)
+
+    with pytest.raises(UnsupportedLayerError, match=r"op 'softmax' .*batch dimension \(dim 0\)"):
+        capture(SoftmaxFolded(), (2, 4))
+
+    class ConvFolded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return self.conv(x.reshape(-1, 1, 3, 3))     # (2B, 1, 3, 3): channels folded into the batch
+
+    with pytest.raises(UnsupportedLayerError, match=r"Conv2d in module 'conv' needs the batch as the first"):
+        capture(ConvFolded(), (2, 3, 3))
+
+
+def test_sdpa_with_dropout_is_refused():
+    class Drop(nn.Module):
+        def forward(self, x):
+            return F.scaled_dot_product_attention(x, x, x, dropout_p=0.1)
+
+    with pytest.raises(UnsupportedLayerError, match=r"scaled_dot_product_attention.*dropout_p=0.1"):
+        capture(Drop(), (3, 4))
+
+
+def _timm():
+    from realmodels import torchvision_models
+    torchvision_models()   # the stub timm's torchvision import needs
+    import timm
+    return timm
+
+
+def _no_dropout(model):
+    for m in model.modules():
+        if isinstance(m, nn.Dropout) or type(m).__name__ in ("DropPath", "StochasticDepth"):
+            m.p = 0.0
+    return model
+
+
+def test_timm_mobilevit_xxs_matches_autograd():
+    model = _no_dropout(_timm().create_model("mobilevit_xxs", num_classes=10))
+    net = check_two_batches(model, (3, 64, 64), batches=(2, 3))
+    assert any(n.op == "sdpa" for n in net.graph.nodes)
+
+
+def test_timm_vit_with_class_token_matches_autograd():
+    model = _no_dropout(_timm().create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, depth=2))
+    net = check_two_batches(model, (3, 32, 32))
+    assert any(n.op == "expand" for n in net.graph.nodes)

@@ -62,3 +62,36 @@ def lower_sdpa(low, n: fx.Node):
             raise low.error(n, "has the batch inside the attention (in the query, key or feature dimension)")
     scale = None if consts["scale"] is None else float(consts["scale"])
     return "sdpa", inputs, {"causal": bool(consts["is_causal"]), "scale": scale, "mask": mask}, {}, {}
+
+
+def _batch_source(low, a) -> fx.Node | None:
+    """The batch-carrying tensor a size argument was read from (``x.shape[0]``, ``x.size(0)``)."""
+    seen, todo = set(), [a] if isinstance(a, fx.Node) else []
+    while todo:
+        b = todo.pop(0)
+        if b in seen:
+            continue
+        seen.add(b)
+        if low._is_tensor(b):
+            if low.layout_of(b) != "none":
+                return b
+            continue
+        todo.extend(b.all_input_nodes)
+    return None
+
+
+def lower_expand(low, n: fx.Node):
+    """``x.expand(sizes)`` / ``x.expand_as(y)``: a broadcast view. Where a size is the batch (a
+    class token ``expand(B, -1, -1)``), the tensor it was read from is a second input that only
+    gives the batch size (no gradient flows to it)."""
+    x = _operand(low, n, n.args[0], "input")
+    if "expand_as" in str(n.target):
+        return "expand", [x, _operand(low, n, n.args[1], "other")], {}, {}, {}
+    if low.layout_of(x) != "none":
+        return "expand", [x], {}, {}, {}
+    src = None
+    for a in list(n.args[1:]) + list(n.kwargs.values()):
+        src = src or _batch_source(low, a)
+    if src is None:
+        raise low.error(n, "expands a parameter to a batch size it does not read from a tensor")
+    return "expand", [x, src], {}, {}, {}

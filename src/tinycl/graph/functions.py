@@ -138,10 +138,6 @@ def _getitem(low, n):
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
         raise low.error(n, "indexes with a tensor or list (advanced indexing)")
-    first = idx[0] if idx else slice(None)
-    folded = low.layout_of(x) not in (None, "none")   # then lower.check_layout follows the samples
-    if not (first == slice(None) or first is Ellipsis and len(idx) == 1 or low.batchless(n) or folded):
-        raise low.error(n, "indexes the batch dimension")
     return "slice", [x], {"index": idx}
 
 
@@ -293,9 +289,9 @@ def lower_function(low, n: fx.Node, op: str):
     """(op, tensor inputs, attrs, params, buffers) of a call_function / call_method node."""
     if op in ("groupnorm", "softmax", "pad", "elu", "softplus", "mish", "prelu"):
         return _more(low, n, op)
-    if op in ("matmul", "sdpa"):
-        from .attention import lower_matmul, lower_sdpa
-        return (lower_matmul if op == "matmul" else lower_sdpa)(low, n)
+    if op in ("matmul", "sdpa", "expand"):
+        from .attention import lower_expand, lower_matmul, lower_sdpa
+        return {"matmul": lower_matmul, "sdpa": lower_sdpa, "expand": lower_expand}[op](low, n)
     if op in ("linear", "conv2d"):
         return (*_weighted(low, n, op), {})
     if op in ("batchnorm", "layernorm"):

@@ -44,7 +44,8 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "silu_": "silu", "hardswish_": "hardswish", "hardsigmoid_": "hardsigmoid", "relu6_": "relu6",
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
           "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
-          "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa"}
+          "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
+          "expand": "expand", "expand_as": "expand"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -163,11 +164,13 @@ class Lowering:
         if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd or op == "linear" and bd == rank - 1
                               or op == "layernorm" and bd >= rank - len(attrs["normalized_shape"])):
             raise self.error(n, f"works along the batch dimension (dim {bd})")
-        if op in L.SHAPE_OPS and (folded or out is not None):
+        if op in L.SHAPE_OPS and (folded or out is not None or op == "slice"):
             ins = [(tuple(self.p3[a].shape), lay) for a, lay in zip(inputs, lays)]
             if "none" in lays or not L.check_moved(op, attrs, ins, _shapes(self.p3[n]), out):
                 raise self.error(n, "mixes or interleaves the samples of the batch (the batch must stay the "
                                     "outer part of the dimension it is folded into)")
+        if op == "expand":
+            attrs["src_batch"] = self.layout_of(inputs[-1])
         if op == "reshape" and (lay is not None or out is not None):
             attrs["in_batch"], attrs["out_batch"] = lay, out
 
@@ -254,7 +257,7 @@ class Lowering:
             m = self.gm.get_submodule(n.target)
             op, attrs, params, buffers = module_attrs(m, n.target, self.error_fn(n))
             if op == _ALIAS:
-                self.name_of[n] = self.name_of[n.args[0]]
+                self._alias(n, n.args[0])
                 return
             inputs = [a for a in n.args if isinstance(a, fx.Node)]
             if len(inputs) != 1 or n.kwargs:
@@ -267,8 +270,10 @@ class Lowering:
             if tensors and all(a in self.no_batch for a in tensors):
                 self.no_batch.add(n)
             op, inputs, attrs, params, buffers = self._function(n)
+            if op == "expand" and inputs[-1] not in self.no_batch:
+                self.no_batch.discard(n)   # a class token expanded to the batch of another tensor
             if op == _ALIAS:
-                self.name_of[n] = self.name_of[inputs[0]]
+                self._alias(n, inputs[0])
                 return
             path, typ = _module_of(n)
             owner = self.module.get_submodule(path) if path else self.module
@@ -286,6 +291,12 @@ class Lowering:
         if n in self.no_batch:
             node.attrs["no_batch"] = True
         self._add(n, node)
+
+    def _alias(self, n: fx.Node, a: fx.Node) -> None:
+        """``n`` returns ``a`` unchanged (contiguous, clone, Identity): the same tensor and layout."""
+        self.name_of[n] = self.name_of[a]
+        if a in self.layout:
+            self.layout[n] = self.layout[a]
 
     def buffer_of(self, a) -> str | None:
         """The buffer name behind an fx ``get_attr`` node (None if it is not a buffer). A torch.export

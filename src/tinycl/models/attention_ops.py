@@ -6,7 +6,9 @@ when training, and use the plain kernels of :mod:`tinycl.kernels.attention` (no 
 
 from __future__ import annotations
 
+from ..graph.layout import full_shape
 from ..kernels import attention as K
+from ..kernels.elementwise import unbroadcast
 from .graph_ops import Multi
 
 
@@ -51,3 +53,28 @@ class Attention(Multi):
         dq, dk, dv, dm = K.sdpa_backward(dy, q, k, v, p, self.scale, mshape if float_mask else None)
         grads = (dq, dk, dv, dm)[:len(needs)]
         return tuple(ctx.grad(g) if need else None for g, need in zip(grads, needs))
+
+
+class Expand(Multi):
+    """``x.expand(...)``: a broadcast view to the node's shape; the batch comes from the last input
+    (``x`` itself, or the tensor a class token's ``expand(B, ...)`` read its size from). Backward
+    sums the gradient over the expanded dimensions; the batch source gets none."""
+
+    kind = "expand"
+
+    def __init__(self, name, shape, out_batch, src_batch):
+        super().__init__(name)
+        self.shape, self.out_batch, self.src_batch = tuple(shape), out_batch, src_batch
+
+    def forward_many(self, xs, ctx):
+        d, size = self.src_batch or (0, 1)
+        batch = xs[-1].shape[d] // size
+        self.saved = xs[0].shape if ctx.training else None
+        return xs[0].expand(full_shape(self.shape, self.out_batch, batch))
+
+    def backward_many(self, dy, ctx, needs):
+        shape, self.saved = self.saved, None
+        dx = unbroadcast(dy, shape) if needs[0] else None
+        if dx is not None and dx.data_ptr() == dy.data_ptr():
+            dx = dx.clone()
+        return (dx,) + (None,) * (len(needs) - 1)
