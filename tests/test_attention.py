@@ -281,3 +281,32 @@ def test_timm_vit_with_class_token_matches_autograd():
     model = _no_dropout(_timm().create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, depth=2))
     net = check_two_batches(model, (3, 32, 32))
     assert any(n.op == "expand" for n in net.graph.nodes)
+
+
+def test_attention_macs_by_hand_and_in_the_layers_table():
+    from tinycl.graph.counts import node_counts, total_macs
+    from tinycl.graph.table import layer_rows
+
+    class Att(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):                        # x: (B, N=5, C=8), 2 heads of E=4
+            B, N, C = x.shape
+            q = self.fc(x).reshape(B, N, 2, C // 2).transpose(1, 2)
+            a = q @ q.transpose(-2, -1)              # (B, 2, 5, 5), K = 4
+            y = F.scaled_dot_product_attention(q, q, q)
+            return a.sum(-1, keepdim=True) * y
+
+    g = capture(Att(), (5, 8))
+    mm = next(n for n in g.nodes if n.op == "matmul")
+    att = next(n for n in g.nodes if n.op == "sdpa")
+    assert node_counts(mm, g, 3) == {"forward": 3 * 2 * 5 * 5 * 4, "backward_input": 2 * 3 * 200,
+                                      "backward_weight": 0, "update": 0}
+    # q k^T and p v: 2 heads x 5 queries x 5 keys x (4 + 4), per sample; backward twice that
+    assert node_counts(att, g, 1) == {"forward": 400, "backward_input": 800, "backward_weight": 0, "update": 0}
+    fc = 5 * 8 * 8
+    assert total_macs(g)["forward"] == fc + 200 + 400
+    rows = {r["name"]: r for r in layer_rows(g)}
+    assert rows[mm.name]["forward_macs"] == 200 and rows[att.name]["forward_macs"] == 400
