@@ -218,7 +218,7 @@ def test_mixing_samples_is_refused():
         def forward(self, x):                       # (B, 4, 6) -> (4, B, 6) -> (4B, 6): samples interleaved
             return x.transpose(0, 1).reshape(-1, 6).reshape(x.shape[0], 24)
 
-    with pytest.raises(UnsupportedLayerError, match="mixes or interleaves the samples"):
+    with pytest.raises(UnsupportedLayerError, match="mixes the samples of the batch"):
         capture(nn.Sequential(nn.Linear(6, 6), Mix()), (4, 6))
 
     class Across(nn.Module):
@@ -310,3 +310,26 @@ def test_attention_macs_by_hand_and_in_the_layers_table():
     assert total_macs(g)["forward"] == fc + 200 + 400
     rows = {r["name"]: r for r in layer_rows(g)}
     assert rows[mm.name]["forward_macs"] == 200 and rows[att.name]["forward_macs"] == 400
+
+
+class TorchMHA(nn.Module):
+    """``nn.MultiheadAttention`` (traced through: its (N * B, E) rows alternate the samples) and a
+    whole ``nn.TransformerEncoderLayer``, sequence-first and batch-first."""
+
+    def __init__(self, batch_first):
+        super().__init__()
+        self.batch_first = batch_first
+        self.att = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        s = x if self.batch_first else x.transpose(0, 1)
+        y = self.att(s, s, s, need_weights=False)[0]
+        y = y if self.batch_first else y.transpose(0, 1)
+        return self.enc(x + y)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torch_multihead_attention_and_encoder_layer(batch_first):
+    net = check_two_batches(TorchMHA(batch_first), (5, 8), tol=1e-9)
+    assert any(n.batch is not None and n.batch[2] == 1 for n in net.graph.nodes)   # samples alternate

@@ -130,7 +130,20 @@ def _reduce(low, n, op):
     return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim(), x), "keepdim": bool(a["keepdim"])}
 
 
+def _aten_index(low, n):
+    """``aten.select.int(x, dim, i)`` / ``aten.slice.Tensor(x, dim, start, end, step)`` (torch.export)
+    as the index tuple of ``x[...]``."""
+    name = n.target._opname
+    a = _args(low, n, ["x", "dim", "start", "end", "step"] if name == "slice" else ["x", "dim", "index"],
+              {"dim": 0, "start": None, "end": None, "step": 1})
+    dim = a["dim"] % low.p2[n.args[0]].dim()
+    last = a["index"] if name == "select" else slice(a["start"], a["end"], a["step"])
+    return (slice(None),) * dim + (last,)
+
+
 def _getitem(low, n):
+    if isinstance(n.target, torch._ops.OpOverload) and n.target._opname in ("select", "slice"):
+        return "slice", [n.args[0]], {"index": _aten_index(low, n)}
     x, idx = n.args
     if isinstance(low.p2[x], (tuple, list)):
         return "getitem", [x], {"index": low.const(idx, n)}

@@ -29,9 +29,10 @@ class Node:
     the root), ``source`` the user's source line where known.
 
     ``batch`` is None when the batch is the output's own first dimension (``shape`` leaves it out).
-    Otherwise (attention heads, patches) it is ``(dim, size)``: the batch is folded into dimension
-    ``dim`` of the output, whose length is ``size`` per sample (samples in consecutive blocks);
-    ``shape`` is then the full shape at batch 1, so ``numel`` is still one sample's elements.
+    Otherwise (attention heads, patches) it is ``(dim, size, inner)``: the batch is folded into
+    dimension ``dim`` of the output, whose length is ``size`` per sample, entry ``i`` belonging to
+    sample ``(i // inner) % batch`` (:mod:`tinycl.graph.layout`); ``shape`` is then the full shape
+    at batch 1, so ``numel`` is still one sample's elements.
     """
 
     name: str

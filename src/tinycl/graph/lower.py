@@ -45,7 +45,7 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
           "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
           "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
-          "expand": "expand", "expand_as": "expand"}
+          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -148,31 +148,48 @@ class Lowering:
 
     def check_layout(self, n: fx.Node, op: str, attrs: dict, inputs: list) -> None:
         """Refuse an op that would act along the batch, or mix samples, on a tensor whose batch is
-        not its first dimension; store the input and output layouts a reshape needs."""
+        not its first dimension; complete the output's layout (which samples its rows hold) and
+        store the input and output layouts that a reshape or expand needs."""
         lays = [self.layout_of(a) for a in inputs]
-        out = self.layout.get(n)
+        dims = self.layout.get(n)   # (dim, size) from the probes, or None
         if n in self.no_batch or not inputs:
             return
-        folded = [a for a, lay in zip(inputs, lays) if lay not in (None, "none")]
-        if (folded or out is not None) and op not in L.FOLD_OK:
-            d = (self.layout_of(folded[0]) if folded else out)[0]
+        if op == "getitem":
+            self.layout[n] = self.layout.get(inputs[0])
+            return
+        folded = [lay for lay in lays if lay not in (None, "none")]
+        if (folded or dims is not None) and op not in L.FOLD_OK:
+            d = (folded[0] if folded else dims)[0]
             raise self.error(n, f"needs the batch as the first dimension of its input (here it is in dimension {d})")
         x, lay = inputs[0], lays[0]
-        if op == "getitem":
-            return
         rank, bd = self.p2[x].dim(), L.batch_dim(lay)
         if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd or op == "linear" and bd == rank - 1
                               or op == "layernorm" and bd >= rank - len(attrs["normalized_shape"])):
             raise self.error(n, f"works along the batch dimension (dim {bd})")
-        if op in L.SHAPE_OPS and (folded or out is not None or op == "slice"):
-            ins = [(tuple(self.p3[a].shape), lay) for a, lay in zip(inputs, lays)]
-            if "none" in lays or not L.check_moved(op, attrs, ins, _shapes(self.p3[n]), out):
-                raise self.error(n, "mixes or interleaves the samples of the batch (the batch must stay the "
-                                    "outer part of the dimension it is folded into)")
+        out = self._out_layout(n, op, attrs, inputs, lays, dims, folded)
+        if out is False:
+            raise self.error(n, "mixes the samples of the batch (one row would hold several samples, or "
+                                "samples from different orders are combined)")
+        self.layout[n] = out
         if op == "expand":
             attrs["src_batch"] = self.layout_of(inputs[-1])
         if op == "reshape" and (lay is not None or out is not None):
             attrs["in_batch"], attrs["out_batch"] = lay, out
+
+    def _out_layout(self, n, op, attrs, inputs, lays, dims, folded):
+        """The output's full layout, or False where it would mix samples."""
+        if op in L.SHAPE_OPS and (folded or dims is not None or op == "slice"):
+            if "none" in lays:
+                return False
+            return L.follow(op, attrs, [(tuple(self.p3[a].shape), y) for a, y in zip(inputs, lays)],
+                            _shapes(self.p3[n]), dims)
+        orders = {(1, 1) if y is None else y[1:] for y in lays if y != "none"}
+        if len(orders) > 1:
+            return False          # e.g. an add of a tensor with samples in blocks and one with them alternating
+        if dims is None:
+            return None if orders <= {(1, 1)} else False
+        size, inner = orders.pop() if orders else (dims[1], dims[1])
+        return (dims[0], size, inner) if size == dims[1] else False
 
     def error(self, n: fx.Node, why: str) -> UnsupportedLayerError:
         path, typ = (n.target, type(self.gm.get_submodule(n.target)).__name__) if n.op == "call_module" \

@@ -67,7 +67,7 @@ class Expand(Multi):
         self.shape, self.out_batch, self.src_batch = tuple(shape), out_batch, src_batch
 
     def forward_many(self, xs, ctx):
-        d, size = self.src_batch or (0, 1)
+        d, size = (self.src_batch or (0, 1))[:2]
         batch = xs[-1].shape[d] // size
         self.saved = xs[0].shape if ctx.training else None
         return xs[0].expand(full_shape(self.shape, self.out_batch, batch))

@@ -106,7 +106,7 @@ class Reshape(Layer):
         if self.batchless:
             return x.reshape(self.shape)
         if self.folded:
-            d, size = self.in_batch or (0, 1)
+            d, size = (self.in_batch or (0, 1))[:2]
             return x.reshape(full_shape(self.shape, self.out_batch, x.shape[d] // size))
         return x.reshape(x.shape[0], *self.shape)
 
