@@ -333,3 +333,37 @@ class TorchMHA(nn.Module):
 def test_torch_multihead_attention_and_encoder_layer(batch_first):
     net = check_two_batches(TorchMHA(batch_first), (5, 8), tol=1e-9)
     assert any(n.batch is not None and n.batch[2] == 1 for n in net.graph.nodes)   # samples alternate
+
+
+class BatchFirstAttention(nn.Module):
+    """Attention that keeps the batch first throughout (what the ONNX import reads): heads by
+    reshape / transpose, ``q @ k^T``, softmax, ``@ v``, a log-softmax head."""
+
+    def __init__(self, d=8, h=2):
+        super().__init__()
+        self.h, self.qkv, self.out = h, nn.Linear(d, 3 * d), nn.Linear(d, 4)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3 * self.h, c // self.h).transpose(1, 2).chunk(3, dim=1)
+        a = torch.softmax((q @ k.transpose(-2, -1)) * 0.5, dim=-1)
+        y = (a @ v).transpose(1, 2).reshape(b, n, c)
+        return torch.log_softmax(self.out(y + x), dim=-1)
+
+
+def test_onnx_matmul_of_two_tensors_and_softmax_match_onnxruntime():
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from test_graph_onnx import _net, _ort, _rel, export
+    from tinycl.graph.onnx import graph_from_onnx
+    torch.manual_seed(0)
+    model = BatchFirstAttention()
+    blob = export(model, (5, 8))
+    graph, _ = graph_from_onnx(onnx.load_from_string(blob))
+    assert {"matmul", "softmax"} <= {n.op for n in graph.nodes}
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(2))
+    assert _rel(_net(graph).predict(x), _ort(blob, x)) <= 1e-5
+    # gradients: the imported graph (float32 weights, as exported) against autograd on the torch model
+    net = _net(graph)
+    net.train()
+    assert worst_error(net, model.train(), x) <= 1e-5

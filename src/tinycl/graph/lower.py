@@ -45,7 +45,8 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
           "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
           "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
-          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem"}
+          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem",
+          "split_with_sizes": "split"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
