@@ -367,3 +367,50 @@ def test_onnx_matmul_of_two_tensors_and_softmax_match_onnxruntime():
     net = _net(graph)
     net.train()
     assert worst_error(net, model.train(), x) <= 1e-5
+
+
+def test_batch_norm_over_rows_with_the_batch_folded_in():
+    class LeVitStyle(nn.Module):                     # LeViT's Linear + BatchNorm1d on (B * N, C) rows
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn = nn.Linear(6, 6, bias=False), nn.BatchNorm1d(6)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return self.bn(y.flatten(0, 1)).reshape_as(y)
+
+    net = check_two_batches(LeVitStyle(), (5, 6), tol=1e-9)
+    from tinycl.graph.counts import node_counts
+    assert node_counts(net.graph["bn"], net.graph)["update"] == 2 * 6
+
+
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.lists(st.integers(1, 3), min_size=1, max_size=2),
+       st.integers(0, 1000), st.data())
+def test_take_with_an_integer_index_matches_autograd(shape, ishape, seed, data):
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    x = rand(shape, seed)
+    index = torch.randint(0, shape[dim], ishape, generator=torch.Generator().manual_seed(seed))   # repeats
+    full = (slice(None),) * dim + (index,)
+    y_ref, dy, (gx,) = autograd(lambda t: t[full], x, seed=seed + 1)
+    close(K.take_forward(x, index, dim), y_ref)
+    close(K.take_backward(dy, x.shape, index, dim), gx)
+
+
+class BiasTable(nn.Module):
+    """LeViT / EfficientFormer attention biases: a parameter table indexed by an integer buffer."""
+
+    def __init__(self, n=4, h=2):
+        super().__init__()
+        self.qk = nn.Linear(6, 2 * 6)
+        self.biases = nn.Parameter(torch.randn(h, n))
+        self.register_buffer("idx", torch.tensor([[abs(i - j) for j in range(n)] for i in range(n)]))
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k = self.qk(x).reshape(B, N, 2, 2, 3).permute(2, 0, 3, 1, 4)
+        return ((q @ k.transpose(-2, -1)) + self.biases[:, self.idx]).softmax(-1).flatten(1)
+
+
+def test_attention_bias_table_indexed_by_a_buffer():
+    net = check_two_batches(BiasTable(), (4, 6), tol=1e-9)
+    assert any(n.op == "take" for n in net.graph.nodes)

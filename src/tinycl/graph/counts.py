@@ -16,7 +16,7 @@ avgpool            E*k       E*k              0                0
 global/adaptive    Ein       Ein              0                0
 mean, sum          Ein       Ein              0                0
 views, cat, split  0         0                0                0
-expand             0         E                0                0
+expand, take       0         E                0                0
 matmul             E*K       E*K per operand  0                0
 sdpa               H*L*S*    2*H*L*S*(E+Ev)   0                0
                    (E+Ev)
@@ -77,10 +77,11 @@ def node_counts(node: Node, graph: Graph, n: int = 1) -> dict[str, int]:
         return dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], "bias" in node.params))
     if op in ("matmul", "sdpa"):
         return _attention_counts(node, graph, n)
-    if op == "expand":
+    if op in ("expand", "take"):
         return {**zero, "backward_input": e_out}
     if op == "batchnorm":
-        return {"forward": 2 * e_out, "backward_input": 3 * e_out, "backward_weight": e_out, "update": 2 * ins[0]}
+        return {"forward": 2 * e_out, "backward_input": 3 * e_out, "backward_weight": e_out,
+                "update": 2 * a.get("channels", ins[0])}
     if op == "groupnorm":
         return {"forward": 5 * e_out, "backward_input": 8 * e_out, "backward_weight": 2 * e_out if node.params else 0,
                 "update": 2 * ins[0] if node.params else 0}

@@ -141,16 +141,32 @@ def _aten_index(low, n):
     return (slice(None),) * dim + (last,)
 
 
+def _take(low, n, x, idx):
+    """``x[:, index]`` with one integer buffer as the index and full slices elsewhere (``take``)."""
+    at = [p for p, i in enumerate(idx) if isinstance(i, fx.Node)]
+    ok = len(at) == 1 and all(i == slice(None) for p, i in enumerate(idx) if p != at[0])
+    t = idx[at[0]] if ok else None
+    if not ok or not low.batchless(t) or low.p2[t].is_floating_point() or low.p2[t].dtype == torch.bool:
+        raise low.error(n, "indexes with a tensor or list (advanced indexing); supported: one integer "
+                           "buffer along one dimension, full slices elsewhere")
+    lay = low.layout_of(x)
+    if lay != "none" and at[0] == (0 if lay is None else lay[0]):
+        raise low.error(n, "indexes the batch dimension with a tensor")
+    return "take", [x, t], {"dim": at[0]}
+
+
 def _getitem(low, n):
     if isinstance(n.target, torch._ops.OpOverload) and n.target._opname in ("select", "slice"):
         return "slice", [n.args[0]], {"index": _aten_index(low, n)}
+    if isinstance(n.target, torch._ops.OpOverload) and n.target._opname == "index":   # aten.index.Tensor
+        return _take(low, n, n.args[0], tuple(slice(None) if i is None else i for i in n.args[1]))
     x, idx = n.args
     if isinstance(low.p2[x], (tuple, list)):
         return "getitem", [x], {"index": low.const(idx, n)}
     idx = low.const(idx, n)
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
-        raise low.error(n, "indexes with a tensor or list (advanced indexing)")
+        return _take(low, n, x, idx)
     return "slice", [x], {"index": idx}
 
 

@@ -45,7 +45,7 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
           "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
           "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
-          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem",
+          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem", "index": "getitem",
           "split_with_sizes": "split"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
@@ -159,7 +159,7 @@ class Lowering:
             self.layout[n] = self.layout.get(inputs[0])
             return
         folded = [lay for lay in lays if lay not in (None, "none")]
-        if (folded or dims is not None) and op not in L.FOLD_OK:
+        if (folded or dims is not None) and op not in L.FOLD_OK and not (op == "batchnorm" and _first(lays[0], dims)):
             d = (folded[0] if folded else dims)[0]
             raise self.error(n, f"needs the batch as the first dimension of its input (here it is in dimension {d})")
         x, lay = inputs[0], lays[0]
@@ -347,6 +347,11 @@ class Lowering:
         if op is None or (n.op == "call_function" and not _known_callable(n.target)):
             raise self.error(n, "is not supported by tinycl")
         return lower_function(self, n, op)
+
+
+def _first(lay, dims) -> bool:
+    """Input and output hold the batch in dim 0 (a batch norm of LeViT's ``(B * N, C)`` rows)."""
+    return lay not in (None, "none") and lay[0] == 0 and dims is not None and dims[0] == 0
 
 
 def _shapes(v):

@@ -2,8 +2,9 @@
 
 ``matmul_*``: ``a @ b`` as ``torch.matmul`` (1-d operands, broadcasting of the leading dims);
 ``sdpa_*``: ``softmax(q @ k^T * scale + mask) @ v`` with an optional additive float mask (any
-shape that broadcasts to ``(..., L, S)``), a boolean mask or ``is_causal``. Forward and input
-gradients, no autograd. Op counts: :func:`tinycl.graph.counts.node_counts`.
+shape that broadcasts to ``(..., L, S)``), a boolean mask or ``is_causal``; ``take_*``: indexing
+with an integer tensor along one dimension (attention-bias tables). Forward and input gradients,
+no autograd. Op counts: :func:`tinycl.graph.counts.node_counts`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import TinyclError
 from .elementwise import unbroadcast
 
 __all__ = ["matmul_forward", "matmul_backward", "softmax_forward", "softmax_backward", "sdpa_forward",
-           "sdpa_backward"]
+           "sdpa_backward", "take_forward", "take_backward"]
 
 
 def _as_matrices(a: torch.Tensor, b: torch.Tensor):
@@ -110,3 +111,18 @@ def sdpa_backward(dy, q, k, v, p, scale: float | None = None, mask_shape=None):
     dk = unbroadcast(torch.matmul(dscores.transpose(-1, -2), q) * s, k.shape)
     dmask = None if mask_shape is None else unbroadcast(dscores, tuple(mask_shape))
     return dq, dk, dv, dmask
+
+
+def take_forward(x: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x[:, ..., index, ...]`` with an integer tensor ``index`` at ``dim`` (the relative-position
+    attention biases of LeViT / EfficientFormer): ``index``'s shape replaces dimension ``dim``."""
+    if index.is_floating_point() or index.dtype == torch.bool:
+        raise TinyclError(f"indexing needs an integer index tensor, got {index.dtype}")
+    y = x.index_select(dim, index.reshape(-1))
+    return y.reshape(*x.shape[:dim], *index.shape, *x.shape[dim + 1:])
+
+
+def take_backward(dy: torch.Tensor, x_shape, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Gradient of :func:`take_forward`: ``dy`` summed into the entries it read (repeats add up)."""
+    flat = dy.reshape(*x_shape[:dim], -1, *x_shape[dim + 1:])
+    return dy.new_zeros(x_shape).index_add_(dim, index.reshape(-1), flat)

@@ -78,3 +78,23 @@ class Expand(Multi):
         if dx is not None and dx.data_ptr() == dy.data_ptr():
             dx = dx.clone()
         return (dx,) + (None,) * (len(needs) - 1)
+
+
+class Take(Multi):
+    """``x[:, index]``: an integer index tensor (a buffer) along ``dim``; no gradient to the index."""
+
+    kind = "take"
+
+    def __init__(self, name, dim):
+        super().__init__(name)
+        self.dim = dim
+
+    def forward_many(self, xs, ctx):
+        x, index = xs
+        self.saved = (x.shape, index) if ctx.training else None
+        return K.take_forward(x, index, self.dim)
+
+    def backward_many(self, dy, ctx, needs):
+        shape, index = self.saved
+        self.saved = None
+        return (K.take_backward(dy, shape, index, self.dim) if needs[0] else None), None
