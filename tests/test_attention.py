@@ -221,6 +221,13 @@ def test_mixing_samples_is_refused():
     with pytest.raises(UnsupportedLayerError, match="mixes the samples of the batch"):
         capture(nn.Sequential(nn.Linear(6, 6), Mix()), (4, 6))
 
+    class Orders(nn.Module):
+        def forward(self, x):                       # samples in blocks + samples alternating
+            return x.reshape(-1, 6) + x.transpose(0, 1).reshape(-1, 6)
+
+    with pytest.raises(UnsupportedLayerError, match=r"op 'add' .*mixes the samples"):
+        capture(Orders(), (4, 6))
+
     class Across(nn.Module):
         def forward(self, x):                       # attention across the samples of the batch
             q = x.transpose(0, 1)                     # (N, B, D)
