@@ -421,3 +421,10 @@ class BiasTable(nn.Module):
 def test_attention_bias_table_indexed_by_a_buffer():
     net = check_two_batches(BiasTable(), (4, 6), tol=1e-9)
     assert any(n.op == "take" for n in net.graph.nodes)
+
+
+def test_int8_front_refuses_a_folded_batch_by_name():
+    from tinycl.models.int8_front import quantize_front
+    g = capture(Patches(), (4, 6, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"INT8 front: op 'reshape' .*folded into dimension 0"):
+        quantize_front(g, torch.randn(4, 4, 6, 4))

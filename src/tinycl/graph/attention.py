@@ -66,7 +66,8 @@ def lower_sdpa(low, n: fx.Node):
 
 def _batch_source(low, a) -> fx.Node | None:
     """The batch-carrying tensor a size argument was read from (``x.shape[0]``, ``x.size(0)``)."""
-    seen, todo = set(), [a] if isinstance(a, fx.Node) else []
+    flat = list(a) if isinstance(a, (list, tuple)) else [a]     # aten.expand(x, [sym_size, -1, -1])
+    seen, todo = set(), [b for b in flat if isinstance(b, fx.Node)]
     while todo:
         b = todo.pop(0)
         if b in seen:
