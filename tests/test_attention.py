@@ -428,3 +428,18 @@ def test_int8_front_refuses_a_folded_batch_by_name():
     g = capture(Patches(), (4, 6, 4))
     with pytest.raises(UnsupportedLayerError, match=r"INT8 front: op 'reshape' .*folded into dimension 0"):
         quantize_front(g, torch.randn(4, 4, 6, 4))
+
+
+def test_upsampling_through_the_torch_export_path():
+    class Up(nn.Module):                             # a branch on a shape: captured with torch.export
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            if x.shape[-1] > 2:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            return F.interpolate(self.conv(x), scale_factor=2, mode="nearest")
+
+    net = check_two_batches(Up(), (2, 3, 3), tol=1e-9)
+    assert [n.op for n in net.graph.compute_nodes()] == ["upsample", "conv2d", "upsample"]

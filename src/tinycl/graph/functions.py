@@ -208,6 +208,11 @@ def _dropout_like(low, n, op):
 
 
 def _upsample(low, n):
+    if isinstance(n.target, torch._ops.OpOverload):   # torch.export: aten.upsample_{nearest,bilinear}2d.vec
+        bilinear = "bilinear" in n.target._opname
+        corners = low.const(n.args[2], n) if bilinear else None
+        return "upsample", [n.args[0]], {"mode": "bilinear" if bilinear else "nearest",
+                                         "align_corners": bool(corners) if bilinear else None}
     a = _args(low, n, ["x", "size", "scale_factor", "mode", "align_corners"],
               {"size": None, "scale_factor": None, "mode": "nearest", "align_corners": None})
     if a["mode"] not in ("nearest", "bilinear"):

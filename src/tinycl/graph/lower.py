@@ -46,7 +46,7 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
           "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
           "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem", "index": "getitem",
-          "split_with_sizes": "split"}
+          "split_with_sizes": "split", "upsample_nearest2d": "upsample", "upsample_bilinear2d": "upsample"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
