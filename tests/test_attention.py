@@ -251,7 +251,8 @@ def test_mixing_samples_is_refused():
         def forward(self, x):
             return self.conv(x.reshape(-1, 1, 3, 3))     # (2B, 1, 3, 3): channels folded into the batch
 
-    with pytest.raises(UnsupportedLayerError, match=r"Conv2d in module 'conv' needs the batch as the first"):
+    with pytest.raises(UnsupportedLayerError, match=r"Conv2d in module 'conv' needs the batch as the first "
+                                                    r"dimension of its input, on its own \(here it is folded into"):
         capture(ConvFolded(), (2, 3, 3))
 
 

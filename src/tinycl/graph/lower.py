@@ -160,8 +160,9 @@ class Lowering:
             return
         folded = [lay for lay in lays if lay not in (None, "none")]
         if (folded or dims is not None) and op not in L.FOLD_OK and not (op == "batchnorm" and _first(lays[0], dims)):
-            d = (folded[0] if folded else dims)[0]
-            raise self.error(n, f"needs the batch as the first dimension of its input (here it is in dimension {d})")
+            d, size = (folded[0] if folded else dims)[:2]
+            where = f"folded into dimension {d} with other sizes" if size > 1 else f"in dimension {d}"
+            raise self.error(n, f"needs the batch as the first dimension of its input, on its own (here it is {where})")
         x, lay = inputs[0], lays[0]
         rank, bd = self.p2[x].dim(), L.batch_dim(lay)
         if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd or op == "linear" and bd == rank - 1

@@ -136,7 +136,8 @@ def _softmax(imp, node, a):
     if imp.opset < 13 and axis != rank - 1:
         raise imp.error(node, f"has axis {axis} before opset 13 (a softmax over flattened dims); re-export "
                               f"with opset 13 or later")
-    imp.add(node, "softmax", [node.input[0]], {"dim": _axis(imp, node, axis, rank), "log": node.op_type == "LogSoftmax"})
+    imp.add(node, "softmax", [node.input[0]],
+            {"dim": _axis(imp, node, axis, rank), "log": node.op_type == "LogSoftmax"})
 
 
 def _batchnorm(imp, node, a):
