@@ -318,6 +318,20 @@ def test_attention_macs_by_hand_and_in_the_layers_table():
     assert total_macs(g)["forward"] == fc + 200 + 400
     rows = {r["name"]: r for r in layer_rows(g)}
     assert rows[mm.name]["forward_macs"] == 200 and rows[att.name]["forward_macs"] == 400
+    from tinycl.graph.table import format_layers
+
+    class Rows(nn.Module):
+        def forward(self, x):
+            return (x.reshape(-1, 8) * 2.0).reshape(-1, 5, 8)   # (B * 5, 8) inside: the table shows B*5x8
+
+    assert "B*5x8" in format_layers(layer_rows(capture(Rows(), (5, 8))))
+
+    class Out(nn.Module):
+        def forward(self, x):
+            return x.transpose(0, 1) * 2.0
+
+    with pytest.raises(UnsupportedLayerError, match="output holds the batch in dimension 1"):
+        capture(Out(), (5, 8))
 
 
 class TorchMHA(nn.Module):

@@ -244,6 +244,9 @@ class Lowering:
         if not self._is_tensor(out) or out not in self.name_of:
             raise UnsupportedLayerError("the model must return one tensor (got "
                                         f"{type(self.p2.get(out, out)).__name__}); wrap it to return the logits")
+        if self.layout.get(out) is not None:
+            raise UnsupportedLayerError(f"the model's output holds the batch in dimension {self.layout[out][0]} "
+                                        f"(folded or moved); return a tensor with the batch first")
         self._prune(self.name_of[out])
         used = {p for nd in self.nodes for p in nd.params.values()}
         used_b = {b for nd in self.nodes for b in nd.buffers.values()}
