@@ -458,3 +458,27 @@ def test_upsampling_through_the_torch_export_path():
 
     net = check_two_batches(Up(), (2, 3, 3), tol=1e-9)
     assert [n.op for n in net.graph.compute_nodes()] == ["upsample", "conv2d", "upsample"]
+
+
+def test_attention_weights_output_and_causal_encoder():
+    class Weights(nn.Module):                        # need_weights=True (the default): bmm + softmax path
+        def __init__(self):
+            super().__init__()
+            self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            y, w = self.att(x, x, x)
+            return y + w.sum(-1, keepdim=True)
+
+    class Causal(nn.Module):                         # pre-norm encoder, additive causal mask buffer
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(5))
+
+        def forward(self, x):
+            return self.enc(x, mask=self.mask, is_causal=True)
+
+    check_two_batches(Weights(), (5, 8), tol=1e-9)
+    check_two_batches(Causal(), (5, 8), tol=1e-9)

@@ -126,6 +126,8 @@ class Lowering:
         if n in self.no_batch:
             if isinstance(v2, torch.Tensor) and v2.shape == v3.shape:
                 return tuple(v2.shape)
+            if isinstance(v2, (tuple, list)) and [t.shape for t in v2] == [t.shape for t in v3]:
+                return tuple(tuple(t.shape) for t in v2)   # a parameter split in parts (q, k, v biases)
             raise self.error(n, "computes a parameter-only tensor whose shape depends on the batch")
         if isinstance(v2, (tuple, list)):
             shapes = [self._one_shape(n, a, b) for a, b in zip(v2, v3)]
@@ -288,7 +290,7 @@ class Lowering:
             if self.module.training and not m.training and op in ("batchnorm", "dropout", "stochastic_depth"):
                 attrs["frozen"] = True
         else:
-            tensors = [a for a in n.all_input_nodes if self._is_tensor(a)]
+            tensors = [a for a in n.all_input_nodes if self._is_tensor(a) or a in self.no_batch]
             if tensors and all(a in self.no_batch for a in tensors):
                 self.no_batch.add(n)
             op, inputs, attrs, params, buffers = self._function(n)
