@@ -482,3 +482,31 @@ def test_attention_weights_output_and_causal_encoder():
 
     check_two_batches(Weights(), (5, 8), tol=1e-9)
     check_two_batches(Causal(), (5, 8), tol=1e-9)
+
+
+def test_linear_with_a_computed_bias_and_cross_attention_dims():
+    class BeitQkv(nn.Module):                        # timm BEiT: qkv bias = cat(q_bias, k_bias buffer, v_bias)
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24, bias=False)
+            self.q_bias, self.v_bias = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8))
+            self.register_buffer("k_bias", torch.zeros(8), persistent=False)
+
+        def forward(self, x):
+            bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+            q, k, v = F.linear(x, self.qkv.weight, bias).reshape(x.shape[0], 5, 3, 8).unbind(2)
+            return F.scaled_dot_product_attention(q, k, v)
+
+    class KvDims(nn.Module):                         # nn.MultiheadAttention with kdim / vdim
+        def __init__(self):
+            super().__init__()
+            self.att = nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=6)
+
+        def forward(self, x):
+            return self.att(x, x[..., :6], x[..., 2:])[0]
+
+    net = check_two_batches(BeitQkv(), (5, 8), tol=1e-9)
+    from tinycl.graph.counts import node_counts
+    lin = next(n for n in net.graph.nodes if n.op == "linear_t")
+    assert node_counts(lin, net.graph)["forward"] == 5 * 8 * 24      # 5 rows x 8 in x 24 out, per sample
+    check_two_batches(KvDims(), (5, 8), tol=1e-9)

@@ -96,3 +96,15 @@ def lower_expand(low, n: fx.Node):
     if src is None:
         raise low.error(n, "expands a parameter to a batch size it does not read from a tensor")
     return "expand", [x, src], {}, {}, {}
+
+
+def lower_linear_computed(low, n: fx.Node, a: dict):
+    """``F.linear(x, w, b)`` where ``w`` or ``b`` is computed from parameters (a bias made by
+    ``torch.cat((q_bias, zeros, v_bias))``, ``in_proj_bias.chunk(3)``): op ``linear_t``, whose weight
+    and bias are inputs; their gradients flow back to the parameters they were computed from."""
+    x, w = a["x"], _operand(low, n, a["weight"], "weight")
+    inputs = [x, w] + ([_operand(low, n, a["bias"], "bias")] if a["bias"] is not None else [])
+    if any(low.layout_of(t) != "none" for t in inputs[1:]):
+        raise low.error(n, "has a weight or bias computed from the batch")
+    out_f, in_f = low.p2[w].shape
+    return "linear_t", inputs, {"in_features": int(in_f), "out_features": int(out_f)}, {}

@@ -17,6 +17,7 @@ global/adaptive    Ein       Ein              0                0
 mean, sum          Ein       Ein              0                0
 views, cat, split  0         0                0                0
 expand, take       0         E                0                0
+linear_t           linear    linear in + wt   0                0
 matmul             E*K       E*K per operand  0                0
 sdpa               H*L*S*    2*H*L*S*(E+Ev)   0                0
                    (E+Ev)
@@ -37,7 +38,7 @@ from ..kernels.macs import conv2d_macs, linear_macs
 from .ir import Graph, Node
 
 STEPS = ("forward", "backward_input", "backward_weight", "update")
-MAC_OPS = ("conv2d", "conv1d", "linear", "conv_general", "matmul", "sdpa")
+MAC_OPS = ("conv2d", "conv1d", "linear", "conv_general", "matmul", "sdpa", "linear_t")
 POINTWISE = ("relu", "relu6", "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu",
              "clamp", "hardtanh", "dropout", "stochastic_depth", "elu", "softplus", "mish", "prelu")
 VIEWS = ("reshape", "getitem", "detach", "param", "const", "input", "slice", "permute", "cat", "split")
@@ -75,6 +76,9 @@ def node_counts(node: Node, graph: Graph, n: int = 1) -> dict[str, int]:
         return {"forward": m, "backward_input": m, "backward_weight": m, "update": params}
     if op == "linear":
         return dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], "bias" in node.params))
+    if op == "linear_t":   # weight and bias are inputs: their gradients are input gradients
+        m = dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], len(node.inputs) > 2))
+        return {**zero, "forward": m["forward"], "backward_input": m["backward_input"] + m["backward_weight"]}
     if op in ("matmul", "sdpa"):
         return _attention_counts(node, graph, n)
     if op in ("expand", "take"):

@@ -224,6 +224,10 @@ def _weighted(low, n, op):
     """``F.linear(x, w, b)`` and ``F.conv2d(x, w, b, stride, padding, dilation, groups)`` on parameters."""
     names = ["x", "weight", "bias"] + (["stride", "padding", "dilation", "groups"] if op == "conv2d" else [])
     a = _args(low, n, names, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    if op == "linear" and any(a[r] is not None and low.param_of(a[r]) is None and low.batchless(a[r])
+                              for r in ("weight", "bias")):
+        from .attention import lower_linear_computed
+        return lower_linear_computed(low, n, a)
     params = {}
     for role in ("weight", "bias"):
         v = a[role]

@@ -20,7 +20,7 @@ FOLD_OK = frozenset((
     "reshape", "permute", "slice", "split", "getitem", "cat", "add", "sub", "mul", "div", "relu", "relu6",
     "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu", "clamp", "hardtanh",
     "dropout", "elu", "softplus", "mish", "linear", "layernorm", "softmax", "mean", "sum", "matmul", "sdpa",
-    "detach", "expand", "take"))   # ops that work on any layout (they never act along the batch dimension)
+    "detach", "expand", "take", "linear_t"))   # ops that work on any layout (they never act along the batch dimension)
 SHAPE_OPS = frozenset(("reshape", "permute", "slice", "split", "cat"))
 
 

@@ -167,7 +167,8 @@ class Lowering:
             raise self.error(n, f"needs the batch as the first dimension of its input, on its own (here it is {where})")
         x, lay = inputs[0], lays[0]
         rank, bd = self.p2[x].dim(), L.batch_dim(lay)
-        if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd or op == "linear" and bd == rank - 1
+        if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd
+                              or op in ("linear", "linear_t") and bd == rank - 1
                               or op == "layernorm" and bd >= rank - len(attrs["normalized_shape"])):
             raise self.error(n, f"works along the batch dimension (dim {bd})")
         out = self._out_layout(n, op, attrs, inputs, lays, dims, folded)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..graph.layout import full_shape
 from ..kernels import attention as K
+from ..kernels import linear as L
 from ..kernels.elementwise import unbroadcast
 from .graph_ops import Multi
 
@@ -98,3 +99,25 @@ class Take(Multi):
         shape, index = self.saved
         self.saved = None
         return (K.take_backward(dy, shape, index, self.dim) if needs[0] else None), None
+
+
+class LinearT(Multi):
+    """``F.linear(x, w, b)`` with the weight and bias as inputs (computed from parameters)."""
+
+    kind = "linear_t"
+
+    def forward_many(self, xs, ctx):
+        x, w = xs[0], xs[1]
+        b = xs[2] if len(xs) > 2 else None
+        x2 = x.reshape(-1, x.shape[-1])
+        self.saved = (x2, w, x.shape) if ctx.training else None
+        y = L.linear_forward(x2, w, b)
+        return ctx.act(y.reshape(*x.shape[:-1], y.shape[-1]))
+
+    def backward_many(self, dy, ctx, needs):
+        x2, w, shape = self.saved
+        self.saved = None
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dx = L.linear_backward_input(dy2, w).reshape(shape) if needs[0] else None
+        dw, db = L.linear_backward_weight(dy2, x2, len(needs) > 2)
+        return tuple(ctx.grad(g) if need else None for g, need in zip((dx, dw, db), needs))

@@ -121,7 +121,7 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False), a.get("in_batch"), a.get("out_batch")),
         "matmul": lambda: AO.MatMul(name),
         "sdpa": lambda: AO.Attention(name, a["causal"], a["scale"], a["mask"]),
-        "take": lambda: AO.Take(name, a["dim"]),
+        "take": lambda: AO.Take(name, a["dim"]), "linear_t": lambda: AO.LinearT(name),
         "expand": lambda: AO.Expand(name, node.shape, node.batch, a.get("src_batch")),
         "permute": lambda: G.Permute(name, a["dims"]),
         "slice": lambda: G.Slice(name, a["index"]), "detach": lambda: G.Detach(name),
