@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 
+import inspect
 import traceback
 
 import torch
@@ -127,12 +128,24 @@ def _export_trace(module: nn.Module, input_shape, dtype) -> tuple[fx.GraphModule
     return gm, outputs
 
 
+def _defaults(module: nn.Module) -> dict | None:
+    """The forward's optional arguments after the input, fixed at their defaults (timm's
+    ``forward(x, attn_mask=None)``); a required second argument is refused later."""
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+    rest = [p for p in sig.parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
+    fixed = {p.name: p.default for p in rest if p.default is not p.empty}
+    return fixed or None
+
+
 def _fx_trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
     tracer = _Tracer()
     flags = {m: m.training for m in module.modules()}
     module.train()
     try:
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=_defaults(module))
     except Exception as e:  # noqa: BLE001 - any failure inside the user's forward
         where = tracer.failed_in
         at = _user_line(e.__traceback__)

@@ -16,7 +16,18 @@ avgpool            E*k       E*k              0                0
 global/adaptive    Ein       Ein              0                0
 mean, sum          Ein       Ein              0                0
 views, cat, split  0         0                0                0
+expand, take       0         E                0                0
+linear_t           linear    linear in + wt   0                0
+matmul             E*K       E*K per operand  0                0
+sdpa               H*L*S*    2*H*L*S*(E+Ev)   0                0
+                   (E+Ev)
 =================  ========  ===============  ===============  ======
+
+matmul and sdpa are MACs: ``matmul`` ``(..., M, K) @ (..., K, N)`` makes ``E = ... * M * N``
+outputs of ``K`` MACs; its backward computes the gradient of each operand (a parameter operand's
+included) at the same cost. ``sdpa`` has ``H`` heads (the output's leading dims), ``L`` queries,
+``S`` keys, feature sizes ``E`` (queries, keys) and ``Ev`` (values): ``q @ k^T`` and ``p @ v``
+forward; ``dv``, ``dp``, ``dq``, ``dk`` backward (the softmax in between is not counted).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from ..kernels.macs import conv2d_macs, linear_macs
 from .ir import Graph, Node
 
 STEPS = ("forward", "backward_input", "backward_weight", "update")
-MAC_OPS = ("conv2d", "conv1d", "linear", "conv_general")
+MAC_OPS = ("conv2d", "conv1d", "linear", "conv_general", "matmul", "sdpa", "linear_t")
 POINTWISE = ("relu", "relu6", "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "tanh", "gelu",
              "clamp", "hardtanh", "dropout", "stochastic_depth", "elu", "softplus", "mish", "prelu")
 VIEWS = ("reshape", "getitem", "detach", "param", "const", "input", "slice", "permute", "cat", "split")
@@ -65,8 +76,16 @@ def node_counts(node: Node, graph: Graph, n: int = 1) -> dict[str, int]:
         return {"forward": m, "backward_input": m, "backward_weight": m, "update": params}
     if op == "linear":
         return dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], "bias" in node.params))
+    if op == "linear_t":   # weight and bias are inputs: their gradients are input gradients
+        m = dict(linear_macs(n * _prod(ins[:-1]), a["in_features"], a["out_features"], len(node.inputs) > 2))
+        return {**zero, "forward": m["forward"], "backward_input": m["backward_input"] + m["backward_weight"]}
+    if op in ("matmul", "sdpa"):
+        return _attention_counts(node, graph, n)
+    if op in ("expand", "take"):
+        return {**zero, "backward_input": e_out}
     if op == "batchnorm":
-        return {"forward": 2 * e_out, "backward_input": 3 * e_out, "backward_weight": e_out, "update": 2 * ins[0]}
+        return {"forward": 2 * e_out, "backward_input": 3 * e_out, "backward_weight": e_out,
+                "update": 2 * a.get("channels", ins[0])}
     if op == "groupnorm":
         return {"forward": 5 * e_out, "backward_input": 8 * e_out, "backward_weight": 2 * e_out if node.params else 0,
                 "update": 2 * ins[0] if node.params else 0}
@@ -85,6 +104,20 @@ def node_counts(node: Node, graph: Graph, n: int = 1) -> dict[str, int]:
         e_in = n * _prod(ins)
         return {**zero, "forward": max(e_in, e_out), "backward_input": max(e_in, e_out)}
     return zero
+
+
+def _attention_counts(node: Node, graph: Graph, n: int) -> dict[str, int]:
+    """MACs of ``matmul`` and ``sdpa`` for ``n`` samples (see the table above)."""
+    zero = dict.fromkeys(STEPS, 0)
+    first = graph[node.inputs[0]].shape
+    if node.op == "matmul":
+        m = n * node.numel * int(first[-1])
+        return {**zero, "forward": m, "backward_input": m * len(node.inputs)}
+    length, e = int(first[-2]), int(first[-1])
+    keys, ev = int(graph[node.inputs[1]].shape[-2]), int(node.shape[-1])
+    heads = n * node.numel // (length * ev)
+    m = heads * length * keys * (e + ev)
+    return {**zero, "forward": m, "backward_input": 2 * m}
 
 
 def graph_counts(graph: Graph, n: int = 1, trainable_from: int = 0) -> list[tuple[Node, dict[str, int]]]:

@@ -21,15 +21,18 @@ def _args(low, n: fx.Node, names: list[str], defaults: dict) -> dict:
     return {k: (v if isinstance(v, fx.Node) and low._is_tensor(v) else low.const(v, n)) for k, v in out.items()}
 
 
-def _dims(low, n, dims, rank) -> tuple[int, ...]:
+def _dims(low, n, dims, rank, x=None) -> tuple[int, ...]:
+    """``dims`` made non-negative; refuses the dimension that holds the batch of input ``x``."""
     if low.batchless(n):
         return tuple(range(rank)) if dims is None else tuple(d % rank for d in ((dims,) if isinstance(dims, int) else dims))
     if dims is None:
         raise low.error(n, "reduces over every dimension including the batch")
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(d % rank for d in dims)
-    if 0 in dims:
-        raise low.error(n, "works across the batch dimension (dim 0)")
+    lay = low.layout_of(x) if x is not None else None
+    bd = 0 if lay in (None, "none") else lay[0]
+    if bd in dims and lay != "none":
+        raise low.error(n, f"works across the batch dimension (dim {bd})")
     return dims
 
 
@@ -90,9 +93,7 @@ def _shape(low, n, op):
         else:
             rest = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else n.args[1]
             dims = [d % rank for d in low.const(list(rest) if not isinstance(rest, list) else rest, n)]
-        if dims[0] != 0 and not low.batchless(n):
-            raise low.error(n, "moves the batch dimension")
-        del full
+        del full   # where the batch goes is read from the probes (lower.check_layout)
         return "permute", [x], {"dims": tuple(dims)}
     if op == "detach":
         return "detach", [x], {}
@@ -105,7 +106,7 @@ def _cat(low, n):
     if not all(low._is_tensor(t) for t in xs):
         raise low.error(n, "concatenates a non-tensor")
     rank = low.p2[xs[0]].dim()
-    return "cat", xs, {"dim": _dims(low, n, a["dim"], rank)[0]}
+    return "cat", xs, {"dim": _dims(low, n, a["dim"], rank, xs[0])[0]}
 
 
 def _split(low, n):
@@ -115,9 +116,10 @@ def _split(low, n):
         dim = low.const(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0), n)
     else:
         dim = low.const(n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0), n)
-    dim = _dims(low, n, dim, rank)[0]
-    sizes = [t.shape[dim] for t in low.p2[n]]
-    return "split", [x], {"dim": dim, "sizes": tuple(sizes), "squeeze": "unbind" in str(n.target)}
+    dim = _dims(low, n, dim, rank, x)[0]
+    squeeze = "unbind" in str(n.target)
+    sizes = [1 if squeeze else t.shape[dim] for t in low.p2[n]]   # unbind's parts lose the dim
+    return "split", [x], {"dim": dim, "sizes": tuple(sizes), "squeeze": squeeze}
 
 
 def _reduce(low, n, op):
@@ -125,20 +127,46 @@ def _reduce(low, n, op):
     a = _args(low, n, ["x", "dim", "keepdim"], {"dim": None, "keepdim": False})
     if n.kwargs.get("dtype") is not None:
         raise low.error(n, "changes the dtype")
-    return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim()), "keepdim": bool(a["keepdim"])}
+    return op, [x], {"dims": _dims(low, n, a["dim"], low.p2[x].dim(), x), "keepdim": bool(a["keepdim"])}
+
+
+def _aten_index(low, n):
+    """``aten.select.int(x, dim, i)`` / ``aten.slice.Tensor(x, dim, start, end, step)`` (torch.export)
+    as the index tuple of ``x[...]``."""
+    name = n.target._opname
+    a = _args(low, n, ["x", "dim", "start", "end", "step"] if name == "slice" else ["x", "dim", "index"],
+              {"dim": 0, "start": None, "end": None, "step": 1})
+    dim = a["dim"] % low.p2[n.args[0]].dim()
+    last = a["index"] if name == "select" else slice(a["start"], a["end"], a["step"])
+    return (slice(None),) * dim + (last,)
+
+
+def _take(low, n, x, idx):
+    """``x[:, index]`` with one integer buffer as the index and full slices elsewhere (``take``)."""
+    at = [p for p, i in enumerate(idx) if isinstance(i, fx.Node)]
+    ok = len(at) == 1 and all(i == slice(None) for p, i in enumerate(idx) if p != at[0])
+    t = idx[at[0]] if ok else None
+    if not ok or not low.batchless(t) or low.p2[t].is_floating_point() or low.p2[t].dtype == torch.bool:
+        raise low.error(n, "indexes with a tensor or list (advanced indexing); supported: one integer "
+                           "buffer along one dimension, full slices elsewhere")
+    lay = low.layout_of(x)
+    if lay != "none" and at[0] == (0 if lay is None else lay[0]):
+        raise low.error(n, "indexes the batch dimension with a tensor")
+    return "take", [x, t], {"dim": at[0]}
 
 
 def _getitem(low, n):
+    if isinstance(n.target, torch._ops.OpOverload) and n.target._opname in ("select", "slice"):
+        return "slice", [n.args[0]], {"index": _aten_index(low, n)}
+    if isinstance(n.target, torch._ops.OpOverload) and n.target._opname == "index":   # aten.index.Tensor
+        return _take(low, n, n.args[0], tuple(slice(None) if i is None else i for i in n.args[1]))
     x, idx = n.args
     if isinstance(low.p2[x], (tuple, list)):
         return "getitem", [x], {"index": low.const(idx, n)}
     idx = low.const(idx, n)
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, (torch.Tensor, list)) or isinstance(i, fx.Node) for i in idx):
-        raise low.error(n, "indexes with a tensor or list (advanced indexing)")
-    first = idx[0] if idx else slice(None)
-    if not (first == slice(None) or first is Ellipsis and len(idx) == 1 or low.batchless(n)):
-        raise low.error(n, "indexes the batch dimension")
+        return _take(low, n, x, idx)
     return "slice", [x], {"index": idx}
 
 
@@ -180,6 +208,11 @@ def _dropout_like(low, n, op):
 
 
 def _upsample(low, n):
+    if isinstance(n.target, torch._ops.OpOverload):   # torch.export: aten.upsample_{nearest,bilinear}2d.vec
+        bilinear = "bilinear" in n.target._opname
+        corners = low.const(n.args[2], n) if bilinear else None
+        return "upsample", [n.args[0]], {"mode": "bilinear" if bilinear else "nearest",
+                                         "align_corners": bool(corners) if bilinear else None}
     a = _args(low, n, ["x", "size", "scale_factor", "mode", "align_corners"],
               {"size": None, "scale_factor": None, "mode": "nearest", "align_corners": None})
     if a["mode"] not in ("nearest", "bilinear"):
@@ -191,6 +224,10 @@ def _weighted(low, n, op):
     """``F.linear(x, w, b)`` and ``F.conv2d(x, w, b, stride, padding, dilation, groups)`` on parameters."""
     names = ["x", "weight", "bias"] + (["stride", "padding", "dilation", "groups"] if op == "conv2d" else [])
     a = _args(low, n, names, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    if op == "linear" and any(a[r] is not None and low.param_of(a[r]) is None and low.batchless(a[r])
+                              for r in ("weight", "bias")):
+        from .attention import lower_linear_computed
+        return lower_linear_computed(low, n, a)
     params = {}
     for role in ("weight", "bias"):
         v = a[role]
@@ -266,7 +303,7 @@ def _more(low, n, op):
         a = _args(low, n, ["x", "dim", "_stacklevel", "dtype"], {"dim": None, "dtype": None})
         if a["dim"] is None or a["dtype"] is not None:
             raise low.error(n, "needs an explicit dim and no dtype")
-        return op, [x], {"dim": _dims(low, n, a["dim"], low.p2[x].dim())[0], "log": "log" in target_name(n)}, {}, {}
+        return op, [x], {"dim": _dims(low, n, a["dim"], low.p2[x].dim(), x)[0], "log": "log" in target_name(n)}, {}, {}
     if op == "pad":
         a = _args(low, n, ["x", "pad", "mode", "value"], {"mode": "constant", "value": None})
         if a["mode"] != "constant" or a["value"] not in (None, 0, 0.0) or any(p < 0 for p in a["pad"]):
@@ -290,6 +327,9 @@ def lower_function(low, n: fx.Node, op: str):
     """(op, tensor inputs, attrs, params, buffers) of a call_function / call_method node."""
     if op in ("groupnorm", "softmax", "pad", "elu", "softplus", "mish", "prelu"):
         return _more(low, n, op)
+    if op in ("matmul", "sdpa", "expand"):
+        from .attention import lower_expand, lower_matmul, lower_sdpa
+        return {"matmul": lower_matmul, "sdpa": lower_sdpa, "expand": lower_expand}[op](low, n)
     if op in ("linear", "conv2d"):
         return (*_weighted(low, n, op), {})
     if op in ("batchnorm", "layernorm"):

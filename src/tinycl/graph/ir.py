@@ -27,6 +27,12 @@ class Node:
     shape (no batch dimension); a node with several outputs (``split``) has a tuple of shapes and
     is read through ``getitem`` nodes. ``module`` is the module path the op came from (``""`` for
     the root), ``source`` the user's source line where known.
+
+    ``batch`` is None when the batch is the output's own first dimension (``shape`` leaves it out).
+    Otherwise (attention heads, patches) it is ``(dim, size, inner)``: the batch is folded into
+    dimension ``dim`` of the output, whose length is ``size`` per sample, entry ``i`` belonging to
+    sample ``(i // inner) % batch`` (:mod:`tinycl.graph.layout`); ``shape`` is then the full shape
+    at batch 1, so ``numel`` is still one sample's elements.
     """
 
     name: str
@@ -39,6 +45,7 @@ class Node:
     module: str = ""
     module_type: str = ""
     source: str = ""
+    batch: tuple | None = None
 
     @property
     def numel(self) -> int:
@@ -150,7 +157,7 @@ def split_candidates(g: Graph) -> list[str]:
         live = {x for x in live if last_use.get(x, -1) > i}
         if last_use.get(n.name, -1) > i or n.name == g.output:
             live.add(n.name)
-        if n.op not in ("input", "getitem") and live == {n.name} and n.name != g.output \
+        if n.op not in ("input", "getitem") and live == {n.name} and n.name != g.output and n.batch is None \
                 and not isinstance(n.shape[0] if n.shape else None, tuple):
             out.append(n.name)
     return out

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedLayerError
+from . import layout as L
 from .ir import Graph, Node
 from .modules import is_leaf, module_attrs  # noqa: F401  (is_leaf re-exported for capture)
 
@@ -42,7 +43,10 @@ _SHAPE = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "unflat
           "elu": "elu", "softplus": "softplus", "mish": "mish", "prelu": "prelu",
           "silu_": "silu", "hardswish_": "hardswish", "hardsigmoid_": "hardsigmoid", "relu6_": "relu6",
           "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "dropout_": "dropout", "_log_softmax": "softmax",
-          "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS}
+          "_softmax": "softmax", "alias": _ALIAS, "lift_fresh_copy": _ALIAS,
+          "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "scaled_dot_product_attention": "sdpa",
+          "expand": "expand", "expand_as": "expand", "select": "getitem", "slice": "getitem", "index": "getitem",
+          "split_with_sizes": "split", "upsample_nearest2d": "upsample", "upsample_bilinear2d": "upsample"}
 FUNCTION_OPS = {**_ELEMENTWISE, **_ACTIVATIONS, **_SHAPE}
 
 
@@ -91,6 +95,7 @@ class Lowering:
         self.frozen_stats: set[str] = set()
         self.calls: dict[str, int] = {}
         self.no_batch: set[fx.Node] = set()
+        self.layout: dict[fx.Node, object] = {}
 
     # -- values --------------------------------------------------------------------------
     def _is_tensor(self, n) -> bool:
@@ -116,19 +121,80 @@ class Lowering:
         return n in self.no_batch
 
     def sample_shape(self, n: fx.Node):
+        """One sample's output shape (see :class:`~tinycl.graph.ir.Node`); records the layout."""
         v2, v3 = self.p2[n], self.p3[n]
         if n in self.no_batch:
             if isinstance(v2, torch.Tensor) and v2.shape == v3.shape:
                 return tuple(v2.shape)
+            if isinstance(v2, (tuple, list)) and [t.shape for t in v2] == [t.shape for t in v3]:
+                return tuple(tuple(t.shape) for t in v2)   # a parameter split in parts (q, k, v biases)
             raise self.error(n, "computes a parameter-only tensor whose shape depends on the batch")
         if isinstance(v2, (tuple, list)):
-            return tuple(self._one_shape(n, a, b) for a, b in zip(v2, v3))
-        return self._one_shape(n, v2, v3)
+            shapes = [self._one_shape(n, a, b) for a, b in zip(v2, v3)]
+            if len({lay for _, lay in shapes}) > 1:
+                raise self.error(n, "returns tensors that hold the batch in different dimensions")
+            self.layout[n] = shapes[0][1] if shapes else None
+            return tuple(s for s, _ in shapes)
+        shape, self.layout[n] = self._one_shape(n, v2, v3)
+        return shape
 
     def _one_shape(self, n, v2, v3) -> tuple:
-        if v2.dim() == 0 or v2.shape[0] != 2 or v3.shape[0] != 3 or v2.shape[1:] != v3.shape[1:]:
-            raise self.error(n, "does not keep the batch as its first dimension")
-        return tuple(v2.shape[1:])
+        lay = L.layout_of(tuple(v2.shape), tuple(v3.shape))
+        if isinstance(lay, str):
+            raise self.error(n, f"gives a tensor that {lay}; tinycl needs every sample computed on its own")
+        return L.sample_shape(tuple(v2.shape), lay), lay
+
+    def layout_of(self, a: fx.Node):
+        """The layout of a captured tensor (:mod:`tinycl.graph.layout`); ``"none"`` for a
+        parameter-only tensor, which has no batch."""
+        return "none" if a in self.no_batch else self.layout.get(a)
+
+    def check_layout(self, n: fx.Node, op: str, attrs: dict, inputs: list) -> None:
+        """Refuse an op that would act along the batch, or mix samples, on a tensor whose batch is
+        not its first dimension; complete the output's layout (which samples its rows hold) and
+        store the input and output layouts that a reshape or expand needs."""
+        lays = [self.layout_of(a) for a in inputs]
+        dims = self.layout.get(n)   # (dim, size) from the probes, or None
+        if n in self.no_batch or not inputs:
+            return
+        if op == "getitem":
+            self.layout[n] = self.layout.get(inputs[0])
+            return
+        folded = [lay for lay in lays if lay not in (None, "none")]
+        if (folded or dims is not None) and op not in L.FOLD_OK and not (op == "batchnorm" and _first(lays[0], dims)):
+            d, size = (folded[0] if folded else dims)[:2]
+            where = f"folded into dimension {d} with other sizes" if size > 1 else f"in dimension {d}"
+            raise self.error(n, f"needs the batch as the first dimension of its input, on its own (here it is {where})")
+        x, lay = inputs[0], lays[0]
+        rank, bd = self.p2[x].dim(), L.batch_dim(lay)
+        if lay != "none" and (op == "softmax" and attrs["dim"] % rank == bd
+                              or op in ("linear", "linear_t") and bd == rank - 1
+                              or op == "layernorm" and bd >= rank - len(attrs["normalized_shape"])):
+            raise self.error(n, f"works along the batch dimension (dim {bd})")
+        out = self._out_layout(n, op, attrs, inputs, lays, dims, folded)
+        if out is False:
+            raise self.error(n, "mixes the samples of the batch (one row would hold several samples, or "
+                                "samples from different orders are combined)")
+        self.layout[n] = out
+        if op == "expand":
+            attrs["src_batch"] = self.layout_of(inputs[-1])
+        if op == "reshape" and (lay is not None or out is not None):
+            attrs["in_batch"], attrs["out_batch"] = lay, out
+
+    def _out_layout(self, n, op, attrs, inputs, lays, dims, folded):
+        """The output's full layout, or False where it would mix samples."""
+        if op in L.SHAPE_OPS and (folded or dims is not None or op == "slice"):
+            if "none" in lays:
+                return False
+            return L.follow(op, attrs, [(tuple(self.p3[a].shape), y) for a, y in zip(inputs, lays)],
+                            _shapes(self.p3[n]), dims)
+        orders = {(1, 1) if y is None else y[1:] for y in lays if y != "none"}
+        if len(orders) > 1:
+            return False          # e.g. an add of a tensor with samples in blocks and one with them alternating
+        if dims is None:
+            return None if orders <= {(1, 1)} else False
+        size, inner = orders.pop() if orders else (dims[1], dims[1])
+        return (dims[0], size, inner) if size == dims[1] else False
 
     def error(self, n: fx.Node, why: str) -> UnsupportedLayerError:
         path, typ = (n.target, type(self.gm.get_submodule(n.target)).__name__) if n.op == "call_module" \
@@ -162,6 +228,8 @@ class Lowering:
         out = None
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
+                if self.nodes and not self._is_tensor(n):
+                    continue   # an optional argument fixed at its default (None, False)
                 if any(nd.op == "input" for nd in self.nodes):
                     raise UnsupportedLayerError("the model's forward takes more than one input; tinycl needs one")
                 self._add(n, Node("input", "input", [], shape=self.input_shape))
@@ -179,6 +247,9 @@ class Lowering:
         if not self._is_tensor(out) or out not in self.name_of:
             raise UnsupportedLayerError("the model must return one tensor (got "
                                         f"{type(self.p2.get(out, out)).__name__}); wrap it to return the logits")
+        if self.layout.get(out) is not None:
+            raise UnsupportedLayerError(f"the model's output holds the batch in dimension {self.layout[out][0]} "
+                                        f"(folded or moved); return a tensor with the batch first")
         self._prune(self.name_of[out])
         used = {p for nd in self.nodes for p in nd.params.values()}
         used_b = {b for nd in self.nodes for b in nd.buffers.values()}
@@ -211,7 +282,7 @@ class Lowering:
             m = self.gm.get_submodule(n.target)
             op, attrs, params, buffers = module_attrs(m, n.target, self.error_fn(n))
             if op == _ALIAS:
-                self.name_of[n] = self.name_of[n.args[0]]
+                self._alias(n, n.args[0])
                 return
             inputs = [a for a in n.args if isinstance(a, fx.Node)]
             if len(inputs) != 1 or n.kwargs:
@@ -220,12 +291,14 @@ class Lowering:
             if self.module.training and not m.training and op in ("batchnorm", "dropout", "stochastic_depth"):
                 attrs["frozen"] = True
         else:
-            tensors = [a for a in n.all_input_nodes if self._is_tensor(a)]
+            tensors = [a for a in n.all_input_nodes if self._is_tensor(a) or a in self.no_batch]
             if tensors and all(a in self.no_batch for a in tensors):
                 self.no_batch.add(n)
             op, inputs, attrs, params, buffers = self._function(n)
+            if op == "expand" and inputs[-1] not in self.no_batch:
+                self.no_batch.discard(n)   # a class token expanded to the batch of another tensor
             if op == _ALIAS:
-                self.name_of[n] = self.name_of[inputs[0]]
+                self._alias(n, inputs[0])
                 return
             path, typ = _module_of(n)
             owner = self.module.get_submodule(path) if path else self.module
@@ -234,13 +307,21 @@ class Lowering:
         for a in inputs:
             if a not in self.name_of:
                 raise self.error(n, "reads a tensor tinycl did not capture")
+        shape = self.sample_shape(n)
+        self.check_layout(n, op, attrs, inputs)
         node = Node(self._name(n), op, [self.name_of[a] for a in inputs], attrs, params, buffers,
-                    self.sample_shape(n), path, typ, source_of(n))
+                    shape, path, typ, source_of(n), self.layout.get(n))
         if attrs.pop("frozen", False):
             self.frozen_stats.add(node.name)
         if n in self.no_batch:
             node.attrs["no_batch"] = True
         self._add(n, node)
+
+    def _alias(self, n: fx.Node, a: fx.Node) -> None:
+        """``n`` returns ``a`` unchanged (contiguous, clone, Identity): the same tensor and layout."""
+        self.name_of[n] = self.name_of[a]
+        if a in self.layout:
+            self.layout[n] = self.layout[a]
 
     def buffer_of(self, a) -> str | None:
         """The buffer name behind an fx ``get_attr`` node (None if it is not a buffer). A torch.export
@@ -273,6 +354,16 @@ class Lowering:
         if op is None or (n.op == "call_function" and not _known_callable(n.target)):
             raise self.error(n, "is not supported by tinycl")
         return lower_function(self, n, op)
+
+
+def _first(lay, dims) -> bool:
+    """Input and output hold the batch in dim 0 (a batch norm of LeViT's ``(B * N, C)`` rows)."""
+    return lay not in (None, "none") and lay[0] == 0 and dims is not None and dims[0] == 0
+
+
+def _shapes(v):
+    """The shape of a tensor, or a tuple of shapes for a tuple of tensors."""
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(tuple(t.shape) for t in v)
 
 
 def _updates_state(n: fx.Node) -> bool:

@@ -101,7 +101,7 @@ def _gemm(imp, node, a):
 
 def _matmul(imp, node, a):
     if node.input[1] not in imp.consts or not imp.is_data(node.input[0]):
-        raise imp.error(node, "multiplies two computed tensors; tinycl needs a constant weight as the second operand")
+        return _matmul2(imp, node)
     users = imp.consumers.get(node.output[0], [])
     add = users[0] if len(users) == 1 and users[0] is not None and users[0].op_type == "Add" else None
     bias = None
@@ -115,6 +115,29 @@ def _matmul(imp, node, a):
         else:
             add = None
     _linear(imp, node, node.input[1], bias, True, out_node=add)
+
+
+def _matmul2(imp, node):
+    """MatMul of two tensors (attention's ``q @ k^T``), or of a constant and a tensor: ``matmul``.
+    Every tensor here keeps the batch first, so a product never sums over it."""
+    x, y = node.input[0], node.input[1]
+    for v in (x, y):
+        if not imp.is_data(v) and v not in imp.consts:
+            raise imp.error(node, f"reads '{v}', neither a tensor of the batch nor a constant")
+    ins = [v if imp.is_data(v) else imp.const_node(node, v) for v in (x, y)]
+    if imp.is_data(y) and imp.rank(y, node) < 3 or imp.is_data(x) and imp.rank(x, node) < 2:
+        raise imp.error(node, "has the batch in a dimension the product sums over")
+    imp.add(node, "matmul", ins, {})
+
+
+def _softmax(imp, node, a):
+    rank = imp.rank(node.input[0], node)
+    axis = int(a.get("axis", -1 if imp.opset >= 13 else 1)) % rank
+    if imp.opset < 13 and axis != rank - 1:
+        raise imp.error(node, f"has axis {axis} before opset 13 (a softmax over flattened dims); re-export "
+                              f"with opset 13 or later")
+    imp.add(node, "softmax", [node.input[0]],
+            {"dim": _axis(imp, node, axis, rank), "log": node.op_type == "LogSoftmax"})
 
 
 def _batchnorm(imp, node, a):
@@ -349,6 +372,7 @@ OPS = {
     "Slice": _slice, "Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
     "Transpose": _transpose, "GlobalAveragePool": _global_pool, "AveragePool": _pool, "MaxPool": _pool,
     "ReduceMean": _reduce, "ReduceSum": _reduce, "Resize": _resize, "Dropout": _alias, "Identity": _alias,
+    "Softmax": _softmax, "LogSoftmax": _softmax,
 }
 
 
@@ -358,6 +382,6 @@ def lower(imp, node):
     if fn is None or node.domain not in ("", "ai.onnx"):
         raise UnsupportedLayerError(f"ONNX op '{node.op_type}' (node '{node.name or node.output[0]}') is not "
                                     f"supported by tinycl")
-    if node.op_type not in ("Concat", "Add", "Sub", "Mul", "Div") and not imp.is_data(node.input[0]):
+    if node.op_type not in ("Concat", "Add", "Sub", "Mul", "Div", "MatMul") and not imp.is_data(node.input[0]):
         raise imp.error(node, "reads a constant as its data input; tinycl needs a tensor of the batch")
     return fn(imp, node, _attrs(node))

@@ -6,6 +6,7 @@ import torch
 
 from ..errors import UnsupportedLayerError
 from ..graph.ir import Node
+from . import attention_ops as AO
 from . import graph_ops as G
 from . import layers as T
 from . import layers_aten as AT
@@ -117,7 +118,12 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         "relu": lambda: T.Activation(name, "relu"), "relu6": lambda: T.Activation(name, "relu6"),
         "leaky_relu": lambda: T.Activation(name, "leaky_relu", a.get("slope", 0.01)),
         "dropout": lambda: T.Dropout(name, 0.0 if frozen else a["p"]),
-        "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False)), "permute": lambda: G.Permute(name, a["dims"]),
+        "reshape": lambda: G.Reshape(name, node.shape, a.get("no_batch", False), a.get("in_batch"), a.get("out_batch")),
+        "matmul": lambda: AO.MatMul(name),
+        "sdpa": lambda: AO.Attention(name, a["causal"], a["scale"], a["mask"]),
+        "take": lambda: AO.Take(name, a["dim"]), "linear_t": lambda: AO.LinearT(name),
+        "expand": lambda: AO.Expand(name, node.shape, node.batch, a.get("src_batch")),
+        "permute": lambda: G.Permute(name, a["dims"]),
         "slice": lambda: G.Slice(name, a["index"]), "detach": lambda: G.Detach(name),
         "mean": lambda: G.Reduce(name, "mean", a["dims"], a["keepdim"]),
         "sum": lambda: G.Reduce(name, "sum", a["dims"], a["keepdim"]),
@@ -147,7 +153,8 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         return LinearND(name, p["weight"].value, p["bias"].value if "bias" in p else None)
     if op == "batchnorm":
         layer = _bn(node, p, b, frozen)
-        return As4d(layer) if len(node.shape) != 3 else layer
+        rank = len(node.shape) + (node.batch is None)   # a folded batch is inside node.shape
+        return As4d(layer) if rank != 4 else layer
     if op == "conv_general":
         return AT.Conv(name, a["stride"], a["padding"], a["dilation"], a["transposed"], a["output_padding"], a["groups"])
     if op == "groupnorm":

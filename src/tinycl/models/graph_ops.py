@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..graph.layout import full_shape
 from ..kernels import elementwise as E
 from ..kernels import reduce as R
 from ..kernels import shape as S
@@ -87,17 +88,27 @@ class Split(Layer):
 
 
 class Reshape(Layer):
-    """view / reshape / flatten / unflatten / squeeze: to a fixed per-sample shape."""
+    """view / reshape / flatten / unflatten / squeeze: to a fixed per-sample shape.
+
+    Where the batch is folded into another dimension (``in_batch`` / ``out_batch``, layouts as in
+    :mod:`tinycl.graph.layout`), the target shape is rebuilt from the batch of each call."""
 
     kind = "reshape"
 
-    def __init__(self, name, shape, batchless=False):
+    def __init__(self, name, shape, batchless=False, in_batch=None, out_batch=None):
         super().__init__(name)
         self.shape, self.batchless = tuple(shape), batchless
+        self.in_batch, self.out_batch = in_batch, out_batch
+        self.folded = in_batch is not None or out_batch is not None
 
     def forward(self, x, ctx):
         self.saved = x.shape if ctx.training else None
-        return x.reshape(self.shape) if self.batchless else x.reshape(x.shape[0], *self.shape)
+        if self.batchless:
+            return x.reshape(self.shape)
+        if self.folded:
+            d, size = (self.in_batch or (0, 1))[:2]
+            return x.reshape(full_shape(self.shape, self.out_batch, x.shape[d] // size))
+        return x.reshape(x.shape[0], *self.shape)
 
     def backward(self, dy, ctx, need_input=True):
         shape, self.saved = self.saved, None

@@ -69,6 +69,9 @@ class _Planner:
 
     def run(self) -> list[QOp]:
         for node in self.g.compute_nodes():
+            if node.batch is not None:
+                raise _unsupported(node, f"the batch is folded into dimension {node.batch[0]} (attention heads, "
+                                         f"patches); choose a latent layer before it")
             ins = [self.src(i) for i in node.inputs]
             op = self._op(node, ins)
             if isinstance(op, str):
