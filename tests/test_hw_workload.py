@@ -126,3 +126,34 @@ def test_int8_policy_one_byte_and_depthwise_im2row_by_hand():
     # im2row of the depthwise: 25 pixels x 9 taps x 2 channels, for forward, weight and input grads
     assert dw8.scratch_bytes["forward"] == dw8.scratch_bytes["backward_weight"] == 450
     assert dw8.scratch_bytes["backward_input"] == 450 and dw32.scratch_bytes["forward"] == 1800
+
+
+def test_split_outputs_and_two_tensor_products_in_the_workload():
+    """A split (chunk) and its getitems, and matmul / attention between activations: the workload
+    builds (a split's outputs count as one flat tensor), and a product of two tensors is a GEMM
+    ("linear") with its MACs counted by hand."""
+    import torch.nn.functional as F
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):                       # x: (B, 5, 8) tokens
+            q, k, v = self.qkv(x).chunk(3, -1)
+            s = (q @ k.transpose(-2, -1)).softmax(-1) @ v + F.scaled_dot_product_attention(q, k, v)
+            return self.fc(s.mean(1))
+
+    w = build_workload(Net(), (5, 8), batch=2)
+    layers = by_name(w)
+    split = next(l for l in w.layers if l.type == "split")
+    assert split.out_shape == (5 * 24,)
+    mm = [l for l in w.layers if l.type == "matmul"]
+    assert [l.primitive for l in mm] == ["linear", "linear"]
+    assert mm[0].geom["cin"] == 8 and mm[0].geom["cout"] == 5
+    assert mm[0].macs["forward"] == 2 * 5 * 5 * 8               # (5 x 8) @ (8 x 5) per sample
+    att = next(l for l in w.layers if l.type == "sdpa")
+    assert att.primitive == "linear" and att.macs["forward"] == 2 * (5 * 5 * 8 + 5 * 5 * 8)
+    assert layers["qkv"].macs["forward"] == 2 * 5 * 8 * 24

@@ -91,6 +91,11 @@ def _prod(shape) -> int:
     return int(math.prod(shape))
 
 
+def _flat(shape: tuple) -> tuple:
+    """A shape, or the outputs of a multi-output node (a split) as one flat tensor of all their elements."""
+    return (sum(_prod(s) for s in shape),) if shape and isinstance(shape[0], tuple) else tuple(shape)
+
+
 _VIEWS = ("reshape", "getitem", "detach", "param", "const")       # no data moves
 _COPIES = ("cat", "split", "permute", "slice")                    # data moves, no arithmetic
 
@@ -106,6 +111,8 @@ def _primitive(node: Node) -> str:
         return "conv"
     if op in ("linear", "batchnorm", "maxpool"):
         return op
+    if op in ("matmul", "sdpa", "linear_t"):  # products of two tensors, or of computed weights: a GEMM
+        return "linear"
     if op in ("avgpool", "adaptive_avgpool", "mean", "sum"):
         return "avgpool"
     if op in ("add", "sub", "mul", "div"):
@@ -115,8 +122,12 @@ def _primitive(node: Node) -> str:
     return "reshape"
 
 
-def _geom(node: Node) -> dict:
+def _geom(node: Node, graph: Graph) -> dict:
     a = node.attrs
+    if node.op in ("matmul", "sdpa", "linear_t"):  # (.., K) x (K, N) per row: a linear's geometry
+        # attention: the scores' GEMM (E -> key length) stands for both of its GEMMs (the MACs count both)
+        cout = graph[node.inputs[1]].shape[-2] if node.op == "sdpa" else node.shape[-1]
+        return {"cin": graph[node.inputs[0]].shape[-1], "cout": cout, "kh": 1, "kw": 1, "stride": 1, "groups": 1}
     if node.op in ("conv2d", "conv1d", "conv_general"):
         k = a["kernel"]
         pad, st = tuple(a["padding"]), tuple(a["stride"])
@@ -141,7 +152,7 @@ def _scratch(node: Node, graph: Graph, prim: str, frozen: bool, n: int, b: int, 
     """im2col / transpose buffers of each step (whole layer, no tiling), in bytes."""
     ins, outs = graph[node.inputs[0]].shape, node.shape
     scratch = dict.fromkeys(STEP_NAMES, 0)
-    g = _geom(node)
+    g = _geom(node, graph)
     wb = param_count(node, graph) * b
     hw_in = (ins[1], ins[2]) if len(ins) == 3 else (1, ins[-1])
     hw_out = (outs[1], outs[2]) if len(outs) == 3 else (1, outs[-1])
@@ -183,7 +194,9 @@ def _traffic(prim: str, macs: dict, e_in: int, e_out: int, wb: int, b: int) -> t
 def _layer(node: Node, graph: Graph, frozen: bool, upstream: bool, n: int, b: int) -> LayerWork:
     prim = _primitive(node)
     ins = graph[node.inputs[0]].shape if node.inputs else ()
-    outs = node.shape
+    if node.op == "getitem":  # one output of a split: its own shape
+        ins = ins[node.attrs["index"]]
+    ins, outs = _flat(ins), _flat(node.shape)
     params = param_count(node, graph)
     trainable = any(p not in graph.frozen for p in node.params.values())
     macs = node_counts(node, graph, n)
@@ -195,13 +208,13 @@ def _layer(node: Node, graph: Graph, frozen: bool, upstream: bool, n: int, b: in
             macs["backward_input"] = 0   # nothing trainable upstream: no input gradient needed
         if not trainable:
             macs["backward_weight"] = macs["update"] = 0
-    e_in = n * sum(_prod(graph[x].shape) for x in node.inputs)
+    e_in = n * sum(graph[x].numel for x in node.inputs)  # a split's outputs: all of them
     e_out = n * node.numel
     rd, wr = _traffic(prim, macs, e_in, e_out, params * b, b)
     if node.op in _VIEWS:
         rd["forward"] = wr["forward"] = 0
     return LayerWork(name=node.name, type=node.module_type or node.op, primitive=prim, frozen=frozen,
-                     in_shape=tuple(ins), out_shape=tuple(outs), params=params, geom=_geom(node), macs=macs,
+                     in_shape=tuple(ins), out_shape=tuple(outs), params=params, geom=_geom(node, graph), macs=macs,
                      bytes_read=rd, bytes_written=wr, scratch_bytes=_scratch(node, graph, prim, frozen, n, b, macs),
                      saved_keys=() if frozen else _saved(node, prim, macs),
                      in_key=node.inputs[0] if node.inputs else "", out_key=node.name)
@@ -252,11 +265,11 @@ def build_workload(model: nn.Module | Graph, input_shape, latent_layer: str | No
         layers.append(_layer(nd, graph, frozen, upstream, n, b))
         for k in nd.inputs:
             last_use[k] = i
-            tensors.setdefault(k, n * _prod(graph[k].shape))
+            tensors.setdefault(k, n * graph[k].numel)
         first_use.setdefault(nd.name, i)
         last_use.setdefault(nd.name, i)
         tensors[nd.name] = max(tensors.get(nd.name, 0), n * nd.numel)
-    latent_elems = _prod(nodes[cut].shape) if cut >= 0 else _prod(graph.input_shape)
+    latent_elems = nodes[cut].numel if cut >= 0 else _prod(graph.input_shape)
     return Workload(layers=layers, precision=precision, batch=batch, step_batch=step_batch,
                     n_replays=n_replays, lr_bits=lr_bits, steps=math.ceil((batch + n_replays) / step_batch),
                     latent_layer=latent_layer, latent_elements=latent_elems,
