@@ -95,8 +95,9 @@ def test_slda_learns_a_small_stream_of_gaussian_classes():
 def test_slda_refuses_a_feature_too_large_for_its_covariance():
     with pytest.raises(TinyclError, match="covariance .* above 64 MiB"):
         _slda((5000, 2, 2), 3)
-    with pytest.raises(TinyclError, match="shrinkage"):
-        validate({"strategy": "slda", "strategy_options": {"shrinkage": 1.5}})
+    for bad in (1.5, 0):
+        with pytest.raises(TinyclError, match="shrinkage"):
+            validate({"strategy": "slda", "strategy_options": {"shrinkage": bad}})
 
 
 # ----------------------------------------------------------------- runs on the tiny image folder

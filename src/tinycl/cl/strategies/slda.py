@@ -19,7 +19,8 @@ adds ``x x^T`` for the first sample of every class; this is the exact form.)
 
 Prediction: ``Lambda = ((1 - s) Sigma + s I)^-1`` (``shrinkage`` s, default 1e-4), the LDA
 linear classifier ``W = Lambda mu^T``, ``b_k = -mu_k . W_k / 2``, and the class of the largest
-``x W + b`` among the classes seen so far. One pass over each experience: ``epochs``,
+``x W + b`` among the classes seen so far (``0 < s <= 1`` keeps the shrunk covariance positive
+definite, so its Cholesky factor exists). One pass over each experience: ``epochs``,
 ``precision`` and the learning rate do not apply; ``cwr`` is refused.
 
 Device memory, fp32 (computed in float64 here): means ``4 K D``, counts ``4 (K + 1)``, the
@@ -58,8 +59,8 @@ class SLDA(Strategy):
 
     @classmethod
     def check_own_options(cls, options: dict) -> None:
-        if options.get("shrinkage", 0) > 1:
-            raise TinyclError(f"config: strategy option 'shrinkage' must be in [0, 1], got {options['shrinkage']!r}")
+        if not 0 < options.get("shrinkage", 1e-4) <= 1:  # > 0: the shrunk covariance is positive definite
+            raise TinyclError(f"config: strategy option 'shrinkage' must be in (0, 1], got {options['shrinkage']!r}")
 
     def start(self, first_latents) -> None:
         shape = self.run.setup.latent_shape
