@@ -68,15 +68,16 @@ def test_raw_replay_gets_equal_bytes(folder, tmp_path):
 
 def test_raw_replay_front_over_memory_equals_front_per_step(folder, tmp_path, monkeypatch):
     """The INT8 front run once over the memory per experience gives the per-step replays bit for bit."""
-    from tinycl.cl.strategies import raw_replay
+    from tinycl.cl.strategies import latent_replay
 
     cfg = cfg_for(folder, strategy="raw_replay", lr_bits=8)
     calls = []
-    real = raw_replay.RawReplay._cached_replay
-    monkeypatch.setattr(raw_replay.RawReplay, "_cached_replay", lambda self: calls.append(1) or real(self))
+    real = latent_replay.LatentReplay._memory_through_front
+    monkeypatch.setattr(latent_replay.LatentReplay, "_memory_through_front",
+                        lambda self: calls.append(1) or real(self))
     cached = run(cfg, tmp_path / "cached", progress=False)
     assert calls  # the batched path ran
-    monkeypatch.setattr(raw_replay, "CACHE_BYTES", 0)  # the front on each step's draw
+    monkeypatch.setattr(latent_replay, "CACHE_BYTES", 0)  # the front on each step's draw
     calls.clear()
     per_step = run(cfg, tmp_path / "step", progress=False)
     assert not calls

@@ -15,7 +15,7 @@ from ..data.load import parse_spec
 from ..errors import TinyclError
 
 STRATEGIES = ("naive", "joint", "raw_replay", "latent_replay", "lwf", "ewc", "si", "derpp", "er_ace", "gdumb",
-              "ncm")  # the built-in ones; any strategy registered in tinycl.cl.strategies is accepted
+              "ncm", "slda")  # the built-in ones; any strategy registered in tinycl.cl.strategies is accepted
 REPLACEMENTS = ("ar1", "reservoir", "class_balanced")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: ETA-style 8-bit training (numerics.blockfp)
 LR_BITS = tuple(range(1, 9)) + ("fp16", "fp32")
@@ -52,7 +52,9 @@ DEFAULTS: dict = {
 # Keys that are written only when given (so a default run's config stays as it was).
 OPTIONAL: dict = {
     "strategy_options": None,     # the strategy's own settings, e.g. {alpha: 0.5} (docs/strategies.md)
+    "replay": None,               # latent | raw: what derpp, er_ace, gdumb store (raw: uint8 images)
 }
+REPLAYS = ("latent", "raw")
 ALLOWED = (*DEFAULTS, *OPTIONAL)
 
 _INT_POS = ("n_replays", "epochs", "batch_size", "initial_classes", "classes_per_experience", "pretrain_epochs")
@@ -132,6 +134,25 @@ def _check_strategy(out: dict) -> None:
         check_options(out["strategy"], out["strategy_options"])
         if out["strategy_options"] is None:
             del out["strategy_options"]
+    _check_replay(out, cls)
+
+
+def _check_replay(out: dict, cls) -> None:
+    """``replay: latent | raw``: what a strategy that keeps samples stores (raw: uint8 images)."""
+    from .strategies import REGISTRY
+    if out.get("replay") is None:
+        out.pop("replay", None)
+        return
+    if out["replay"] not in REPLAYS:
+        raise TinyclError(f"config: 'replay' must be one of {', '.join(REPLAYS)}; got {out['replay']!r}")
+    takes = {"raw": lambda c: getattr(c, "raw_ok", False),
+             "latent": lambda c: hasattr(c, "new_memory") and getattr(c, "raw", None) is not True}[out["replay"]]
+    if not takes(cls):
+        ok = ", ".join(k for k, c in REGISTRY.items() if takes(c))
+        raise TinyclError(f"config: 'replay: {out['replay']}' applies to strategies {ok}; got strategy "
+                          f"{out['strategy']!r}")
+    if out["replay"] == "raw" and out["lr_quantize_new"]:
+        raise TinyclError("config: 'lr_quantize_new' does not apply with 'replay: raw' (no latents are stored)")
 
 
 def parse_value(text: str):

@@ -29,15 +29,16 @@ def latent_memory(cfg: dict, first_latents: torch.Tensor, policy: str | None = N
     return ReplayMemory(cfg["n_replays"], q, policy or cfg["replacement"], seed=cfg["seed"])
 
 
-def raw_memory(cfg: dict, setup, first_latents: torch.Tensor) -> ReplayMemory:
-    """Raw uint8 inputs in the bytes of a full latent memory of ``n_replays`` slots."""
+def raw_memory(cfg: dict, setup, first_latents: torch.Tensor, policy: str | None = None) -> ReplayMemory:
+    """Raw uint8 inputs in the bytes of a full latent memory of ``n_replays`` slots (policy: the
+    config's ``replacement``)."""
     q = latent_quantizer(cfg, first_latents)
     budget = replay_budget_bytes(cfg["n_replays"], setup.latent_shape, q)
     raw_q = LatentQuantizer(8, "tensor", "minmax", seed=cfg["seed"])  # 0..255 -> codes 0..255: lossless
     raw_q.fit(torch.tensor([0.0, 255.0]).view(2, 1, 1, 1).expand(2, *setup.dataset.image_shape))
     per_sample = replay_budget_bytes(1, setup.dataset.image_shape, raw_q) - raw_q.metadata_nbytes()
     capacity = max(1, (budget - raw_q.metadata_nbytes()) // per_sample)
-    return ReplayMemory(int(capacity), raw_q, cfg["replacement"], seed=cfg["seed"])
+    return ReplayMemory(int(capacity), raw_q, policy or cfg["replacement"], seed=cfg["seed"])
 
 
 def through(q: LatentQuantizer, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -43,6 +43,10 @@ class Strategy:
     trains_back = True               # False: the back is not trained (no back cost, no CWR*)
     replays_per_step = False         # True: each training step mixes replay_batch replayed samples
 
+    @classmethod
+    def check_own_options(cls, options: dict) -> None:
+        """Rules of the strategy's own options beyond finite numbers >= 0 (raise one line)."""
+
     def __init__(self, run):
         self.run, self.cfg = run, run.cfg
         self.options = {**self.OPTIONS, **(run.cfg.get("strategy_options") or {})}
@@ -170,3 +174,4 @@ def check_options(name: str, given) -> None:
             raise TinyclError(f"config: strategy {name} has no option '{k}'; its options: {allowed}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise TinyclError(f"config: strategy option '{k}' must be a finite number >= 0, got {v!r}")
+    cls.check_own_options(given)

@@ -8,7 +8,9 @@ quantized like the latents: ``lr_bits`` per logit, one fp32 scale and zero point
     CE(new) + alpha * MSE(logits of replayed, stored logits) + beta * CE(replayed)
 
 (one replay batch for both terms, as Avalanche). Extra state: the logit rows; extra work: one
-forward of the back over each experience's samples to store their logits.
+forward of the back over each experience's samples to store their logits. With ``replay: raw``
+the memory keeps uint8 images (raw replay's bytes and slots) and the logits of the same slots;
+a replayed image runs the front again.
 """
 
 import torch
@@ -42,6 +44,7 @@ class DERPP(LatentReplay):
     name = "derpp"
     replays_per_step = True
     OPTIONS = {"alpha": 0.1, "beta": 0.5}
+    raw_ok = True
 
     def start(self, first_latents) -> None:
         super().start(first_latents)
@@ -61,7 +64,7 @@ class DERPP(LatentReplay):
             idx = self.memory.sample_index(n, self.run.gen)
             x, y = self.memory.rows(idx)
             self._stored = self.logits.rows(idx)[0]
-            return x, y
+            return self.latents(x), y
         return replay
 
     def step(self, xb, yb, n_new):
@@ -73,7 +76,7 @@ class DERPP(LatentReplay):
         logits = self.run.learner.net.predict(x.float())
         if self.logits is None:
             self.logits = self._logit_memory(logits)
-        self.memory.add(x, y, self.run.i)
+        self.memory.add(self.payload(x), y, self.run.i)
         self.logits.add(logits, y, self.run.i)
 
     def _logit_row(self) -> tuple[int, int]:
@@ -91,15 +94,15 @@ class DERPP(LatentReplay):
         return out
 
     def extra_macs(self, trained: int, new: int) -> int:
-        return new * self.run.back_macs["forward"]  # the logits stored after the experience
+        return new * self.run.back_macs["forward"] + self.replayed_front_macs(trained, new)  # + stored logits
 
     def event_extra(self) -> dict:
         row, meta = self._logit_row()
         k = self.run.setup.dataset.num_classes
-        return self.extra(self.memory.capacity * row + meta, 3 * k * self.cfg["replay_batch"],
-                          row * self.cfg["replay_batch"], self.run.back_macs["forward"],
-                          "the modelled event replays latents; DER++ also reads each replayed sample's stored "
-                          "logits (MSE on them) and runs the back forward once per new sample to store its logits")
+        return self.raw_event_extra(self.extra(
+            self.memory.capacity * row + meta, 3 * k * self.cfg["replay_batch"], row * self.cfg["replay_batch"],
+            self.run.back_macs["forward"], "the modelled event replays latents; DER++ also reads each replayed "
+            "sample's stored logits (MSE on them) and runs the back forward once per new sample to store its logits"))
 
     def state_dict(self) -> dict:
         return {"logits": self.logits.state_dict() if self.logits is not None else None}

@@ -4,7 +4,8 @@ The replay memory is latent replay's (``n_replays`` slots at ``lr_bits``). In a 
 replays the loss is ``(CE(replayed, all classes) + CE(new, classes present in the new samples)) / 2``
 (as Avalanche's ``ACECriterion``): new samples push only against the classes of their own
 batch, so they do not drag old-class logits down. Without replays it is plain cross-entropy.
-Extra work: none beyond latent replay (a masked softmax).
+Extra work: none beyond latent replay (a masked softmax). With ``replay: raw`` the memory is
+raw replay's (uint8 images in the latent memory's bytes; each replayed image runs the front).
 """
 
 from .. import losses as L
@@ -27,12 +28,13 @@ def ace_loss(logits, y, n_new):
 class ERACE(LatentReplay):
     name = "er_ace"
     replays_per_step = True
+    raw_ok = True
 
     def step(self, xb, yb, n_new):
         return self.logit_step(xb, yb, n_new, ace_loss)
 
     def event_extra(self) -> dict:
         k = self.run.setup.dataset.num_classes
-        return self.extra(0, k * self.cfg["batch_size"], 0, 0,
-                          "as latent replay, with the new samples' softmax taken over their own classes "
-                          "(a mask; no extra state)")
+        return self.raw_event_extra(self.extra(0, k * self.cfg["batch_size"], 0, 0,
+                                               "as latent replay, with the new samples' softmax taken over their "
+                                               "own classes (a mask; no extra state)"))
