@@ -101,7 +101,7 @@ def make_setup(args, seed: int):
         sys.path.insert(0, str(Path(__file__).parent))
         import qlr_cifar10 as Q
         spec = f"imagefolder:{Q.data_root(Q.extract(args.tarball))}"
-        base = {"data": spec, "backbone": str(Q.backbone(spec, args.pretrain_epochs, 4, seed, 2))}
+        base = {"data": spec, "backbone": str(Q.backbone(spec, args.pretrain_epochs, 4, seed))}  # qlr's threads
     cfg0 = validate(dict(base, model="resnet8", epochs=args.epochs, initial_classes=4, classes_per_experience=2,
                          latent_layer=args.layer, seed=0, n_replays=args.mem, lr_bits=args.lr_bits,
                          batch_size=32, replay_batch=32, learning_rate=0.01, momentum=0.9, weight_decay=5e-4))
@@ -147,6 +147,22 @@ def tinycl_run(method: str, cfg0: dict, setup, seed: int) -> dict:
             "forgetting": None if res["forgetting"] is None else 100 * res["forgetting"],
             "memory_bytes": res["replay_memory_bytes"]["total"], "footprint_bytes": res["footprint_bytes"]["total"],
             "seconds": time.perf_counter() - t, "diverged": res["diverged"]}
+
+
+QLR_NAME = {"replay": "8"}  # method -> its row in bench/qlr_cifar10.py's JSON (others: same name)
+
+
+def tinycl_from(path: Path, method: str, seed: int, args) -> dict | None:
+    """tinycl's result of ``method`` on ``seed`` from a bench/qlr_cifar10.py JSON (same protocol,
+    backbone, stream and seeds: its runs need not be repeated), or None when it has no such row."""
+    for row in json.loads(path.read_text())["rows"]:
+        if (row["strategy"] == QLR_NAME.get(method, method) and row["layer"] == args.layer
+                and row["size"] == args.mem and seed in row["seeds"]):
+            i = row["seeds"].index(seed)
+            return {"accuracy": row["accs"][i], "forgetting": row["forgettings"][i],
+                    "memory_bytes": row["replay_bytes"], "footprint_bytes": row["footprint_bytes"],
+                    "seconds": row["seconds"], "diverged": row["diverged"], "from": str(path)}
+    return None
 
 
 def avalanche_strategy(av, method: str, model: nn.Module, args):
@@ -252,6 +268,9 @@ def main(argv=None) -> int:
                     default=Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-images.tar.gz")
     ap.add_argument("--quick", action="store_true", help="shipped data and backbone, 1 seed, 1 epoch, 250 per class")
     ap.add_argument("--json", type=Path, default=Path("bench/avalanche_compare.json"))
+    ap.add_argument("--tinycl-from", type=Path, metavar="JSON",
+                    help="take tinycl's results from a bench/qlr_cifar10.py JSON of the same protocol and seeds "
+                         "(e.g. bench/results/qlr_reproduce.json) instead of running them again")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs = args.seeds[:1], 1
@@ -266,7 +285,8 @@ def main(argv=None) -> int:
             lat = {"train": float_latents(front, setup, setup.dataset.train.x),
                    "test": float_latents(front, setup, setup.dataset.test.x)}
         for m in args.methods:
-            rows[m]["tinycl"].append(tinycl_run(m, cfg0, setup, seed))
+            got = tinycl_from(args.tinycl_from, m, seed, args) if args.tinycl_from else None
+            rows[m]["tinycl"].append(got or tinycl_run(m, cfg0, setup, seed))
             rows[m]["avalanche"].append(avalanche_run(av, m, back, setup, lat, seed, args))
             t, a = rows[m]["tinycl"][-1], rows[m]["avalanche"][-1]
             print(f"seed {seed} {m}: tinycl {t['accuracy']:.1f}% ({t['seconds']:.0f} s), "
