@@ -74,7 +74,7 @@ def data_root(dest: Path) -> Path:
     return Path((dest / ".complete").read_text())
 
 
-def backbone(spec: str, epochs: int, initial: int, seed: int = 0, threads: int = 2) -> Path:
+def backbone(spec: str, epochs: int, initial: int, seed: int = 0, threads: int = 1) -> Path:
     """The cached backbone of ``seed``, pretrained with ``threads`` threads (see the docstring)."""
     name = f"resnet8-cifar10-{initial}cls-{epochs}ep-seed{seed}-{threads}thr.ckpt"
     if seed == 0 and threads == 0:  # the backbone of the earlier tables (the caller's threads)
