@@ -258,3 +258,43 @@ def test_cli_runs_a_method_with_its_summary_and_plots(setup, tmp_path, capsys, s
     assert (res["learning_event"] is None) == (strategy == "ncm")
     assert "accuracy" in capsys.readouterr().out.lower()
 
+
+
+def test_er_ace_step_forwards_new_and_replayed_samples_apart():
+    """One ER-ACE step equals torch autograd with two forward passes (new, then replayed samples:
+    batch-norm statistics per half) and (masked CE + CE) / 2, and differs from one joint pass."""
+    import copy
+
+    from torch import nn
+
+    from tinycl import from_torch
+    from tinycl.cl.strategies.er_ace import ace_step
+    from tinycl.kernels.optim import SGD
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(6 * 5 * 5, 5))
+    x, y, n_new = torch.randn(10, 4, 5, 5), torch.tensor([3, 4, 3, 4, 3, 0, 1, 2, 0, 1]), 5
+    net = from_torch(model, (4, 5, 5))
+    ace_step(net, SGD(lr=0.1, momentum=0.9), x, y, n_new)
+
+    ref = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    present = torch.unique(y[:n_new])
+    remap = torch.full((5,), -1, dtype=torch.long)
+    remap[present] = torch.arange(len(present))
+    new = F.cross_entropy(ref(x[:n_new])[:, present], remap[y[:n_new]])
+    old = F.cross_entropy(ref(x[n_new:]), y[n_new:])
+    ((new + old) / 2).backward()
+    opt.step()
+    got = net.state_dict()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    # one joint forward (batch statistics over both halves) gives other weights
+    joint = from_torch(model, (4, 5, 5))   # model itself is untouched (ref is a copy)
+    joint.train()
+    from tinycl.cl.strategies.er_ace import ace_loss
+    v, g = ace_loss(joint.forward(x), y, n_new)
+    joint.backward(g, need_input=False)
+    joint.step(SGD(lr=0.1, momentum=0.9))
+    assert not torch.allclose(joint.state_dict()["0.weight"], got["0.weight"], atol=1e-6)

@@ -3,7 +3,9 @@
 The replay memory is latent replay's (``n_replays`` slots at ``lr_bits``). In a step with
 replays the loss is ``(CE(replayed, all classes) + CE(new, classes present in the new samples)) / 2``
 (as Avalanche's ``ACECriterion``): new samples push only against the classes of their own
-batch, so they do not drag old-class logits down. Without replays it is plain cross-entropy.
+batch, so they do not drag old-class logits down. The new and the replayed samples go through the
+back in two forward passes, as in the reference implementations (Mammoth's ``er_ace``, Avalanche's
+``ER_ACE``): each half gets its own batch-norm statistics. Without replays it is plain cross-entropy.
 Extra work: none beyond latent replay (a masked softmax). With ``replay: raw`` the memory is
 raw replay's (uint8 images in the latent memory's bytes; each replayed image runs the front).
 """
@@ -24,6 +26,21 @@ def ace_loss(logits, y, n_new):
     return (v_new + v_old) / 2, g
 
 
+def ace_step(net, opt, xb, yb, n_new: int) -> float:
+    """One ER-ACE step on a batch whose first ``n_new`` samples are new and the rest replayed: the
+    new half forward and backward (masked cross-entropy), then the replayed half (cross-entropy),
+    gradients summed (each loss halved), one update. Returns the loss."""
+    net.train()
+    scale = net.scaler.scale if net.scaler is not None else 1.0
+    value = 0.0
+    for part, loss in ((slice(0, n_new), L.masked_cross_entropy), (slice(n_new, None), L.cross_entropy)):
+        v, g = loss(net.forward(xb[part]), yb[part])
+        net.backward(g * (scale / 2), need_input=False)   # the two backward passes add their gradients
+        value += float(v) / 2
+    net.step(opt)
+    return value
+
+
 @register
 class ERACE(LatentReplay):
     name = "er_ace"
@@ -31,7 +48,9 @@ class ERACE(LatentReplay):
     raw_ok = True
 
     def step(self, xb, yb, n_new):
-        return self.logit_step(xb, yb, n_new, ace_loss)
+        if n_new == len(yb) or n_new == 0:
+            return self.logit_step(xb, yb, n_new, ace_loss)
+        return ace_step(self.run.learner.net, self.run.learner.opt, xb, yb, n_new)
 
     def event_extra(self) -> dict:
         k = self.run.setup.dataset.num_classes
