@@ -298,3 +298,22 @@ def test_er_ace_step_forwards_new_and_replayed_samples_apart():
     joint.backward(g, need_input=False)
     joint.step(SGD(lr=0.1, momentum=0.9))
     assert not torch.allclose(joint.state_dict()["0.weight"], got["0.weight"], atol=1e-6)
+
+
+def test_er_ace_replays_the_current_experience_from_the_second_on(setup, tmp_path, monkeypatch):
+    """ER-ACE's memory takes an experience's samples before it trains (from the second experience on,
+    as Avalanche's ER_ACE), so its replays hold the new classes; latent replay stores after training."""
+    from tinycl.cl.strategies import latent_replay
+
+    seen = {}
+    real = latent_replay.LatentReplay.replay_fn
+
+    def spy(self):
+        ids = self.memory.tensors()[2] if self.memory is not None and len(self.memory) else torch.tensor([])
+        seen.setdefault(self.name, []).append((self.run.i, sorted(set(ids.tolist()))))
+        return real(self)
+    monkeypatch.setattr(latent_replay.LatentReplay, "replay_fn", spy)
+    _run(setup, tmp_path / "ace", strategy="er_ace")
+    _run(setup, tmp_path / "lr", strategy="latent_replay")
+    assert [i in ids for i, ids in seen["er_ace"]] == [False, True, True]
+    assert [i in ids for i, ids in seen["latent_replay"]] == [False, False, False]

@@ -5,7 +5,9 @@ replays the loss is ``(CE(replayed, all classes) + CE(new, classes present in th
 (as Avalanche's ``ACECriterion``): new samples push only against the classes of their own
 batch, so they do not drag old-class logits down. The new and the replayed samples go through the
 back in two forward passes, as in the reference implementations (Mammoth's ``er_ace``, Avalanche's
-``ER_ACE``): each half gets its own batch-norm statistics. Without replays it is plain cross-entropy.
+``ER_ACE``): each half gets its own batch-norm statistics. From the second experience on, an
+experience's samples enter the memory before it trains (Avalanche's ``ER_ACE`` does the same), so
+replays include the new classes. Without replays it is plain cross-entropy.
 Extra work: none beyond latent replay (a masked softmax). With ``replay: raw`` the memory is
 raw replay's (uint8 images in the latent memory's bytes; each replayed image runs the front).
 """
@@ -46,6 +48,19 @@ class ERACE(LatentReplay):
     name = "er_ace"
     replays_per_step = True
     raw_ok = True
+
+    def train(self, x, y) -> None:
+        """From the second experience on, the experience's samples enter the memory before it trains
+        (as Avalanche's ``ER_ACE``, and as the paper's online buffer that takes samples as they come),
+        so replayed batches hold new classes too and their full cross-entropy lifts them against the
+        old ones; the first experience trains without replays and is stored after it."""
+        if self.run.i > 0:
+            self.store(x, y)
+        super().train(x, y)
+
+    def after_training(self, x, y) -> None:
+        if self.run.i == 0:
+            self.store(x, y)
 
     def step(self, xb, yb, n_new):
         if n_new == len(yb) or n_new == 0:
