@@ -16,13 +16,12 @@
 
 from __future__ import annotations
 
-
+import contextlib
 import inspect
 import traceback
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 from ..errors import TinyclError, UnsupportedLayerError
 from .ir import Graph
@@ -107,19 +106,11 @@ def trace(module: nn.Module, input_shape=None, dtype=torch.float32) -> tuple[fx.
 def _export_trace(module: nn.Module, input_shape, dtype) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
     """``torch.export`` of ``module`` in training mode with a dynamic batch dimension (ATen-level graph;
     parameters and buffers as ``get_attr`` under their ``named_parameters()`` names)."""
-    flags = {m: m.training for m in module.modules()}
-    buffers = [(b, b.detach().clone()) for b in module.buffers()]
-    module.train()
-    try:
+    with _restored(module):
+        module.train()
         example = torch.zeros((2, *input_shape), dtype=dtype)
         batch = torch.export.Dim("batch", min=2, max=1 << 16)
         gm = torch.export.export(module, (example,), dynamic_shapes=({0: batch},)).module()
-    finally:
-        for m, t in flags.items():
-            m.training = t
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
     outputs: dict[str, fx.Node] = {}
     for n in gm.graph.nodes:   # a module's output: the last node computed inside it
         for path, _ in (n.meta.get("nn_module_stack") or {}).values():
@@ -142,10 +133,10 @@ def _defaults(module: nn.Module) -> dict | None:
 
 def _fx_trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
     tracer = _Tracer()
-    flags = {m: m.training for m in module.modules()}
-    module.train()
     try:
-        graph = tracer.trace(module, concrete_args=_defaults(module))
+        with _restored(module):
+            module.train()
+            graph = tracer.trace(module, concrete_args=_defaults(module))
     except Exception as e:  # noqa: BLE001 - any failure inside the user's forward
         where = tracer.failed_in
         at = _user_line(e.__traceback__)
@@ -155,9 +146,6 @@ def _fx_trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, fx.Node]]:
                    "make the branch depend on module attributes only")
         mod = f"module '{where[0] or '<root>'}' ({where[1].__name__})" if where else "the model"
         raise UnsupportedLayerError(f"cannot capture {mod}: {msg}" + (f" (at {at})" if at else "")) from None
-    finally:
-        for m, t in flags.items():
-            m.training = t
     return fx.GraphModule(module, graph), tracer.module_outputs
 
 
@@ -177,35 +165,43 @@ class _Recorder(fx.Interpreter):
 
 
 def _probe(gm: fx.GraphModule, module: nn.Module, input_shape, dtype) -> list[dict]:
-    """Values of every node at two batch sizes; the module's buffers are restored afterwards
-    (a trace made in training mode may update running statistics or counters in place)."""
+    """Values of every node at two batch sizes; the module's flags and buffers are restored afterwards."""
+    out: list[dict] = []
+    rec = None
+    with _restored(module):
+        try:
+            module.eval()
+            with torch.no_grad():
+                for b in _PROBE_BATCHES:
+                    rec = _Recorder(gm)
+                    gen = torch.Generator().manual_seed(b)
+                    rec.run(torch.randn((b, *input_shape), generator=gen, dtype=dtype))
+                    out.append(rec.values)
+        except TinyclError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the model does not run on this shape
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            where = _where(gm, rec.current) if rec is not None and rec.current is not None else ""
+            small = any(k in msg for k in ("can't be greater than actual input", "Output size is too small"))
+            what = "input too small" if small else "the module does not accept input shape"
+            raise TinyclError(f"{what} {tuple(input_shape)}{where}: {msg}") from None
+    return out
+
+
+@contextlib.contextmanager
+def _restored(module: nn.Module):
+    """Put back every submodule's training flag and every buffer's value on exit (a trace or probe
+    in training mode may update running statistics or counters in place)."""
     flags = {m: m.training for m in module.modules()}
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
-    out = []
-    rec = None
     try:
-        module.eval()
-        with torch.no_grad():
-            for b in _PROBE_BATCHES:
-                rec = _Recorder(gm)
-                gen = torch.Generator().manual_seed(b)
-                rec.run(torch.randn((b, *input_shape), generator=gen, dtype=dtype))
-                out.append(rec.values)
-    except TinyclError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the model does not run on this shape
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        where = _where(gm, rec.current) if rec is not None and rec.current is not None else ""
-        small = any(k in msg for k in ("can't be greater than actual input", "Output size is too small"))
-        what = "input too small" if small else "the module does not accept input shape"
-        raise TinyclError(f"{what} {tuple(input_shape)}{where}: {msg}") from None
+        yield
     finally:
         for m, t in flags.items():
             m.training = t
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
-    return out
 
 
 def _where(gm: fx.GraphModule, n: fx.Node) -> str:
