@@ -14,6 +14,9 @@ from pathlib import Path
 
 import torch
 
+from tinycl import from_torch
+from tinycl.errors import TinyclError
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_attention import D, BiasTable, Heads, Patches, TorchMHA, _no_dropout, _timm, worst_error  # noqa: E402
 from test_network import check_against_autograd  # noqa: E402
@@ -23,6 +26,9 @@ TIMM = [("mobilevit_xxs", {}, (3, 64, 64)), ("mobilevit_xs", {}, (3, 64, 64)), (
         ("deit_tiny_patch16_224", {"img_size": 32}, (3, 32, 32)), ("pit_ti_224", {}, (3, 224, 224)),
         ("levit_128s", {}, (3, 224, 224)), ("efficientformer_l1", {}, (3, 224, 224)),
         ("tiny_vit_5m_224", {}, (3, 224, 224))]
+# refused in one line naming the op (printed as such)
+REFUSED = [("efficientvit_m0", {}, (3, 224, 224)), ("crossvit_tiny_240", {}, (3, 240, 240)),
+           ("convit_tiny", {"img_size": 32}, (3, 32, 32))]
 
 
 def main(extra: list[str]) -> None:
@@ -38,6 +44,12 @@ def main(extra: list[str]) -> None:
         net = check_against_autograd(model, shape, batch=2, tol=1e-6)
         errs = [worst_error(net, model, torch.randn(b, *shape, dtype=D)) for b in (2, 3)]
         print(f"{name:28s} worst relative error: batch 2 {errs[0]:.1e}, batch 3 {errs[1]:.1e}", flush=True)
+    for name, kw, shape in REFUSED:
+        try:
+            from_torch(_no_dropout(tm.create_model(name, num_classes=10, **kw)), shape)
+            print(f"{name:28s} accepted")
+        except TinyclError as e:
+            print(f"{name:28s} refused: {e}", flush=True)
 
 
 if __name__ == "__main__":
