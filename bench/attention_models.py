@@ -18,8 +18,17 @@ from tinycl import from_torch
 from tinycl.errors import TinyclError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_attention import D, BiasTable, Heads, Patches, TorchMHA, _no_dropout, _timm, worst_error  # noqa: E402
-from test_network import check_against_autograd  # noqa: E402
+from test_attention import (
+    BiasTable,
+    D,
+    Heads,
+    Patches,
+    TorchMHA,
+    _no_dropout,
+    _timm,
+    worst_error,
+)
+from test_network import check_against_autograd
 
 TIMM = [("mobilevit_xxs", {}, (3, 64, 64)), ("mobilevit_xs", {}, (3, 64, 64)), ("mobilevitv2_050", {}, (3, 96, 96)),
         ("vit_tiny_patch16_224", {"img_size": 32}, (3, 32, 32)),
