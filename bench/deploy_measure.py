@@ -31,7 +31,8 @@ from tinycl.export.planner import arena_blocks, arena_bytes, state_bytes
 from tinycl.export.reference import Reference
 
 
-def resnet8_learner(latent_layer="block3_1", bits=8, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0):
+def resnet8_learner(latent_layer="block3_1", bits=8, capacity=24, fill=20, max_new=4, replay_batch=4, seed=0,
+                    precision="fp32"):
     """(plan, qfront, events, test inputs, full model) of the tests' ResNet-8 learner."""
     from tinycl.cl import backbone as B
     from tinycl.cl.memory import ReplayMemory
@@ -51,7 +52,7 @@ def resnet8_learner(latent_layer="block3_1", bits=8, capacity=24, fill=20, max_n
     lat = qf(inp(perm[64:64 + fill + 8]))
     mem = ReplayMemory(capacity, LatentQuantizer(bits).fit(lat), "reservoir", seed=seed)
     mem.add(lat[:fill], ds.train.y[perm[64:64 + fill]], 0)
-    net = from_graph(back).train()
+    net = from_graph(back, precision=precision).train()
     opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
     net.train_step(lat[fill:fill + 8], ds.train.y[perm[64 + fill:64 + fill + 8]], opt)
     plan = build_plan(qf, tuple(ds.train.x.shape[1:]), net, len(ds.classes), mem, opt, Pcg32(seed, 7),
@@ -69,11 +70,11 @@ def _size(elf: Path) -> dict:
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
 
-def measure(latent_layer: str, work: Path) -> dict:
+def measure(latent_layer: str, work: Path, precision: str = "fp32") -> dict:
     """Build and run one learner on QEMU; returns the figures (see module docstring)."""
     from tinycl.hw.cost import profile
-    plan, qf, events, tests, model = resnet8_learner(latent_layer)
-    proj = generate(plan, work / latent_layer)
+    plan, qf, events, tests, model = resnet8_learner(latent_layer, precision=precision)
+    proj = generate(plan, work / f"{latent_layer}-{precision}")
     write_input(proj / "in.bin", events, tests)
     for t in ("m4", "run-m4"):
         subprocess.run(["make", "-s", t], cwd=proj, check=True, capture_output=True, timeout=600)
@@ -90,7 +91,7 @@ def measure(latent_layer: str, work: Path) -> dict:
     size = 0 if plan.rows is None else int(plan.rows.shape[0])
     for (x, _), ev in zip(events, out["events"]):
         n, k = x.shape[0], min(plan.replay_batch, size)
-        model_p = profile(model, (3, 32, 32), "stm32l4", "fp32", latent_layer, batch=n, n_replays=k, lr_bits=8,
+        model_p = profile(model, (3, 32, 32), "stm32l4", precision, latent_layer, batch=n, n_replays=k, lr_bits=8,
                           step_batch=n + k, optimizer="sgd-momentum")
         front_macs = sum(sum(r["macs"].values()) for r in model_p["layers"] if r["frozen"]) * n
         evs.append({"new": n, "replays": k, "instructions": round(ev["ticks"] * per_tick),
@@ -106,6 +107,7 @@ def measure(latent_layer: str, work: Path) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", nargs="+", default=["block3_1", "block2_1"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="the back's training precision")
     ap.add_argument("--keep", default=None, help="folder for the generated projects (default: a temporary one)")
     ap.add_argument("--rows", action="store_true", help="print validation-table rows instead of JSON")
     ap.add_argument("--write", metavar="FILE.json", help="also write the results (with this command) to FILE")
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results = [measure(layer, work) for layer in args.layers]
+        results = [measure(layer, work, args.precision) for layer in args.layers]
     if args.write:
         import sys
         doc = {"command": "python " + " ".join(sys.argv), "results": results}
