@@ -18,3 +18,12 @@ def make_image_folder(root: Path, classes: int = 4, train: int = 24, test: int =
                 img[(c * 3) % size:(c * 3) % size + 3, :, :] += 60
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i:03d}.png")
     return root
+
+
+def tiny_config(folder, **overrides) -> dict:
+    """A run config on the tiny image folder: tinycl-net cut at relu, 2 + 1 + 1 classes, small batches."""
+    base = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
+            "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 1,
+            "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 4, "learning_rate": 0.05,
+            "seed": 0, "target": "vega"}
+    return dict(base, **overrides)

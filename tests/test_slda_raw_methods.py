@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cl_fixtures import make_image_folder
+from cl_fixtures import make_image_folder, tiny_config
 from tinycl.cl import checkpoint
 from tinycl.cl.config import validate
 from tinycl.cl.memory import ReplayMemory
@@ -104,10 +104,7 @@ def test_slda_refuses_a_feature_too_large_for_its_covariance():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = make_image_folder(tmp_path_factory.mktemp("imgs"))
-    base = {"data": f"imagefolder:{folder}", "model": "tinycl-net", "backbone": "none", "latent_layer": "relu",
-            "initial_classes": 2, "classes_per_experience": 1, "pretrain_epochs": 2, "epochs": 1,
-            "batch_size": 8, "replay_batch": 8, "n_replays": 20, "lr_bits": 8, "learning_rate": 0.05,
-            "seed": 0, "target": "vega"}
+    base = tiny_config(folder, lr_bits=8)
     return base, build(validate(base), tmp_path_factory.mktemp("setup"), progress=False)
 
 
