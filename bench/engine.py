@@ -141,9 +141,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--real", action="store_true", help="real library models (fp32 only) instead of the zoo")
     ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    ap.add_argument("--models", nargs="+", help="only these models (names as in the table)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 7, --quick 3)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds, k = (3, 3) if args.quick else (7, 5)
+    rounds = args.rounds or rounds
     peak = matmul_peak_gflops()
     print(f"threads {args.threads}; measured FP32 matmul peak {peak:.1f} GFLOP/s (1024^3 sgemm)\n")
     hdr = ("| model | batch | torch ms | fp32 ms | fp32/torch | fp16 ms | fp16/fp32 | bf16 ms | bf16/fp32 "
@@ -153,6 +156,8 @@ def main(argv=None) -> int:
     rows = []
     precisions = ["fp32"] if args.real else ["fp32", "fp16", "bf16"]
     for name, kw in (REAL if args.real else MODELS):
+        if args.models and name not in args.models:
+            continue
         for batch in (int(b) for b in args.batches.split(",")):
             med, macs = run_case(name, kw, batch, precisions, rounds, k if batch == 32 else 4 * k)
             med.setdefault("fp16", float("nan"))
