@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -314,3 +315,25 @@ def test_er_ace_replays_the_current_experience_from_the_second_on(setup, tmp_pat
     _run(setup, tmp_path / "lr", strategy="latent_replay")
     assert [i in ids for i, ids in seen["er_ace"]] == [False, True, True]
     assert [i in ids for i, ids in seen["latent_replay"]] == [False, False, False]
+
+
+@pytest.mark.parametrize("strategy", ["latent_replay", "derpp", "er_ace", "gdumb"])
+def test_a_setup_shared_out_of_band_is_read_only_and_gives_the_same_run(setup, tmp_path, strategy):
+    """As a sweep shares a setup through Ray's object store: pickled with protocol 5, its latents and
+    images travel out of band, and the worker's tensors sit on the shared buffers themselves (no
+    copy). A run on them equals a run on the original, and leaves every shared byte as it was."""
+    import pickle
+
+    base, s, _ = setup
+    bufs = []
+    data = pickle.dumps(s, protocol=5, buffer_callback=bufs.append)
+    shared = [bytearray(b.raw()) for b in bufs]  # the object store's copy of each array
+    before = [bytes(b) for b in shared]
+    assert sum(len(b) for b in shared) >= s.train_latents.numel() * 4 + s.dataset.train.x.numel()
+    s2 = pickle.loads(data, buffers=shared)
+    where = {np.frombuffer(b, np.uint8).ctypes.data for b in shared}
+    assert s2.train_latents.data_ptr() in where and s2.dataset.train.x.data_ptr() in where
+    a = run(dict(base, strategy=strategy), tmp_path / "a", progress=False, setup=s)
+    b = run(dict(base, strategy=strategy), tmp_path / "b", progress=False, setup=s2)
+    assert a["average_accuracy"] == b["average_accuracy"] and a["accuracy_matrix"] == b["accuracy_matrix"]
+    assert [bytes(x) for x in shared] == before

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..data import cache
 from ..data import load as load_data
+from ..data.dataset import shareable, unshare
 from ..errors import TinyclError
 from ..models.int8_front import quantize_front
 from ..graph import Graph, capture
@@ -40,6 +41,17 @@ class Setup:
     test_latents: torch.Tensor
     latent_shape: tuple
     graph: Graph = None       # the whole captured model
+
+    def __getstate__(self) -> dict:  # latents as arrays: shared, not copied, by Ray's workers
+        state = dict(self.__dict__)
+        for k in ("train_latents", "test_latents"):
+            state[k] = shareable(state[k])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k in ("train_latents", "test_latents"):
+            state[k] = unshare(state[k])
+        self.__dict__.update(state)
 
 
 def _order(num_classes: int, first: list[int], seed: int, given) -> list[int]:

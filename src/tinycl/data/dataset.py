@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,12 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def __getstate__(self) -> dict:
+        return {"x": shareable(self.x), "y": shareable(self.y)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.x, self.y = unshare(state["x"]), unshare(state["y"])
 
 
 @dataclass
@@ -62,6 +69,24 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, classes={self.num_classes}, image={self.image_shape}, "
                 f"train={len(self.train)}, test={len(self.test)})")
+
+
+def shareable(t: torch.Tensor):
+    """A CPU tensor as the numpy array over its memory, for pickling. Pickled with protocol 5
+    (as Ray does), the array travels out of band: Ray's object store then hands every worker the
+    same shared memory instead of a copy per worker (full CIFAR-10 latents are GBs)."""
+    return t.detach().numpy() if isinstance(t, torch.Tensor) and t.device.type == "cpu" else t
+
+
+def unshare(a) -> torch.Tensor:
+    """The tensor over a :func:`shareable` array, without a copy. An array from Ray's object store
+    is shared by every worker and is read-only by contract: tinycl only reads these tensors
+    (indexing copies), never writes them in place."""
+    if not isinstance(a, np.ndarray):
+        return a
+    with warnings.catch_warnings():  # torch warns that the shared array is not writable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
 
 
 def check_split(split: Split, what: str, num_classes: int, name: str = "") -> None:
