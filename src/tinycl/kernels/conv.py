@@ -52,7 +52,8 @@ def _conv_mm(x, w, stride, padding, groups, mm):
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, impl="aten", acc=None):
     """``y = conv(x, w) + b``. ``acc`` names a format for native accumulation (implies im2col)."""
-    stride, padding = _pair(stride), _pair(padding)
+    if stride.__class__ is not tuple or padding.__class__ is not tuple:  # layers pass tuples already
+        stride, padding = _pair(stride), _pair(padding)
     if acc is None and impl == "aten":
         return torch.ops.aten.convolution(x, w, b, stride, padding, (1, 1), False, (0, 0), groups)
     y = _conv_mm(x, w, stride, padding, groups, _mm(acc))
@@ -119,7 +120,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, groups=1, bias=True, need_inp
 
     With ``impl="aten"`` this is one fused library call (same arithmetic as the two steps).
     """
-    stride, padding = _pair(stride), _pair(padding)
+    if stride.__class__ is not tuple or padding.__class__ is not tuple:
+        stride, padding = _pair(stride), _pair(padding)
     if acc is None and impl == "aten":
         dx, dw, db = torch.ops.aten.convolution_backward(dy, x, w, [w.shape[0]] if bias else None, stride, padding,
                                                          (1, 1), False, (0, 0), groups, (need_input, True, bias))

@@ -149,8 +149,9 @@ def _make(node: Node, p: dict, b: dict, frozen: bool) -> T.Layer:
         return X.Upsample(name, a["mode"], node.shape[1:], a["align_corners"])
     if op == "stochastic_depth":
         return X.StochasticDepth(name, 0.0 if frozen else a["p"], a["mode"])
-    if op == "linear":
-        return LinearND(name, p["weight"].value, p["bias"].value if "bias" in p else None)
+    if op == "linear":  # (N, F) inputs take the plain layer: one call less per pass
+        plain = node.batch is None and len(node.shape) == 1
+        return (T.Linear if plain else LinearND)(name, p["weight"].value, p["bias"].value if "bias" in p else None)
     if op == "batchnorm":
         layer = _bn(node, p, b, frozen)
         rank = len(node.shape) + (node.batch is None)   # a folded batch is inside node.shape

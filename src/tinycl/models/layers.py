@@ -11,6 +11,7 @@ import torch
 
 from ..kernels import activations as A
 from ..kernels import conv as C
+from ..kernels.macs import pair
 from ..kernels import linear as L
 from ..kernels import misc as M
 from ..kernels import norm as N
@@ -92,7 +93,7 @@ class Conv2d(Layer):
         self.params["weight"] = Param(weight)
         if bias is not None:
             self.params["bias"] = Param(bias)
-        self.stride, self.padding, self.groups = stride, padding, groups
+        self.stride, self.padding, self.groups = pair(stride), pair(padding), groups
 
     def forward(self, x, ctx):
         w = self.params["weight"].compute(ctx.prec)
@@ -103,7 +104,8 @@ class Conv2d(Layer):
 
     def backward(self, dy, ctx, need_input=True):
         w = self.params["weight"].compute(ctx.prec)
-        if not any(p.trainable for p in self.params.values()):  # frozen: the input gradient only
+        bias = self.params.get("bias")
+        if not (self.params["weight"].trainable or (bias is not None and bias.trainable)):  # frozen: dx only
             x, self.saved = self.saved, None
             return ctx.grad(C.conv2d_backward_input(dy, w, x.shape, self.stride, self.padding, self.groups,
                                                     ctx.impl, ctx.prec.native)) if need_input else None

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import TinyclError
 from ..kernels import loss as LOSS
+from ..kernels.allocator import keep_freed_memory
 from ..numerics.lossscale import make_scaler
 from ..numerics.precision import Precision, get_precision
 from .layers import Ctx, Layer
@@ -25,6 +26,7 @@ class Network:
     def __init__(self, root: Layer, input_shape: tuple, precision: str | Precision = "fp32", impl: str = "aten",
                  channels_last: bool | None = None):
         self.root = root
+        keep_freed_memory()  # no page faults on each step's fresh activations and gradients
         # NHWC activations and weights: oneDNN's preferred layout (about 1.3x faster convs on x86);
         # the values are the same, only the memory order differs
         # (default: when some conv has >= 16 input channels; a 3-channel stem alone runs faster in NCHW)
