@@ -337,3 +337,30 @@ def test_a_setup_shared_out_of_band_is_read_only_and_gives_the_same_run(setup, t
     b = run(dict(base, strategy=strategy), tmp_path / "b", progress=False, setup=s2)
     assert a["average_accuracy"] == b["average_accuracy"] and a["accuracy_matrix"] == b["accuracy_matrix"]
     assert [bytes(x) for x in shared] == before
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("naive", {}), ("joint", {}), ("latent_replay", {}), ("latent_replay", {"lr_bits": 3, "lr_granularity": "tensor"}),
+    ("raw_replay", {}), ("derpp", {}), ("derpp", {"replay": "raw"}), ("er_ace", {"replay": "raw"}),
+    ("gdumb", {}), ("gdumb", {"replay": "raw", "lr_bits": 8}), ("lwf", {}), ("ewc", {}), ("si", {}),
+    ("latent_replay", {"precision": "fp16"})])
+def test_the_sweeps_bytes_before_training_are_the_runs_bytes(setup, tmp_path, strategy, extra):
+    """What ``tinycl sweep`` prunes on before training (replay memory, the strategy's own state)
+    equals what the run then reports in its footprint, for every strategy that trains the back."""
+    from tinycl.sweep.cost import CostModel
+
+    base, _, _ = setup
+    cfg = validate(dict(base, strategy=strategy, **extra))
+    replay, own = CostModel().strategy_bytes(cfg)
+    fp = _run(setup, tmp_path, strategy=strategy, **extra)["footprint_bytes"]
+    assert replay == fp["replay_memory"]
+    assert own == _extra(fp)
+    assert (replay > 0) == (strategy in ("latent_replay", "raw_replay", "derpp", "er_ace", "gdumb"))
+
+
+@pytest.mark.parametrize("strategy", ["ncm", "slda"])
+def test_the_sweep_refuses_to_price_a_strategy_that_does_not_train_the_back(setup, strategy):
+    from tinycl.sweep.cost import CostModel
+
+    with pytest.raises(TinyclError, match=f"strategy {strategy} does not train the back"):
+        CostModel().strategy_bytes(validate(dict(setup[0], strategy=strategy)))

@@ -2,22 +2,32 @@
 
 For each trial and each requested target: latency (seconds) and energy (joules) of one
 learning event (the same call as ``tinycl run``'s ``learning_event``), the replay memory of
-``n_replays`` latents at ``lr_bits`` (bytes, as the run's memory stores them), and the device
+the strategy (``n_replays`` latents at ``lr_bits``, or raw images in their bytes, or
+DER++'s logits with them: bytes, as the run's memory stores them), and the device
 bytes of a learning event: the planner's tensor groups (working set, adaptive weights,
-optimizer state, input batch, frozen INT8 weights) with its replay group replaced by that
-replay memory. A trial over a constraint is pruned with the reason, before any training.
+optimizer state, input batch, frozen INT8 weights) with its replay group replaced by the
+strategy's replay memory, plus the strategy's own state (EWC's importance, LwF's teacher, ...).
+A trial over a constraint is pruned with the reason, before any training.
 """
 
 from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
 
 import torch
 
 from ..errors import TinyclError
 from ..hw.cost import profile
-from ..numerics.latent_quant import LatentQuantizer
-from ..cl.footprint import replay_budget_bytes
 
 _BITS = {"fp16": 16, "fp32": 32}
+# the keys of tinycl.cl.footprint.footprint: a strategy's own state is what it adds beyond them
+_BASE = ("front_weights", "back_weights", "back_master_weights", "back_gradients", "optimizer_state",
+         "replay_memory", "latent_batch")
+# what a strategy's memory and state depend on
+_STATE_KEYS = ("model", "data", "latent_layer", "strategy", "strategy_options", "replay", "lr_bits",
+               "lr_granularity", "n_replays", "replacement", "precision", "seed")
 
 
 class CostModel:
@@ -27,6 +37,7 @@ class CostModel:
         self._models: dict = {}
         self._profiles: dict = {}
         self._data: dict = {}
+        self._state: dict = {}
 
     def _shape(self, data: str) -> tuple:
         if data not in self._data:
@@ -53,14 +64,43 @@ class CostModel:
             raise TinyclError(f"config: 'latent_layer': {e}") from None
         return tuple(back.input_shape)
 
+    def strategy_bytes(self, cfg: dict) -> tuple[int, dict]:
+        """(replay memory bytes, the strategy's own state in bytes by name) of ``cfg``, as its run
+        reports them in ``footprint_bytes``: the strategy is built on a stand-in run (the captured
+        back, the data's shapes) and started on stand-in latents; no data is read, nothing trains.
+        Every strategy that keeps samples is priced this way (latent or raw replay, DER++'s logits,
+        GDumb's class-balanced memory), as are EWC's, SI's, LwF's and GDumb's copies of the back."""
+        from ..cl.strategies import strategy_class
+        from ..models.convert import from_graph
+
+        key = json.dumps({k: cfg.get(k) for k in _STATE_KEYS}, sort_keys=True, default=str)
+        if key in self._state:
+            return self._state[key]
+        cls = strategy_class(cfg["strategy"])
+        if not cls.trains_back:
+            raise TinyclError(f"strategy {cfg['strategy']} does not train the back: the sweep's cost model prices a "
+                              f"learning event that trains it, so it cannot price or prune this strategy")
+        _, graph = self._model(cfg["model"], cfg["data"])
+        img, classes = self._shape(cfg["data"])
+        _, back = graph.split(cfg["latent_layer"])
+        shape = tuple(back.input_shape)
+        data = SimpleNamespace(image_shape=img, num_classes=classes)
+        run = SimpleNamespace(cfg=cfg, setup=SimpleNamespace(latent_shape=shape, back=back, dataset=data),
+                              learner=SimpleNamespace(net=from_graph(back, precision=cfg["precision"])),
+                              stream=[], i=0)
+        strategy = cls(run)
+        strategy.start(torch.linspace(-1, 1, 2 * math.prod(shape)).view(2, *shape))  # the value range sets no size
+        if strategy.memory is not None and strategy.memory.sample_shape is None:  # as its first add sets it
+            strategy.memory.sample_shape = tuple(img) if getattr(strategy, "raw", False) else shape
+        replay = int(strategy.memory_bytes(allocated=True)["total"])
+        base = {k: 0 for k in _BASE}
+        own = {k: int(v) for k, v in strategy.footprint(dict(base, total=0)).items() if k not in base and k != "total"}
+        self._state[key] = (replay, own)
+        return replay, own
+
     def replay_bytes(self, cfg: dict) -> int:
-        """Bytes of the full replay memory of ``cfg`` (raw replay gets the same bytes; 0 without replay)."""
-        if cfg["strategy"] not in ("latent_replay", "raw_replay"):
-            return 0
-        shape = self.latent_shape(cfg)
-        q = LatentQuantizer(cfg["lr_bits"], cfg["lr_granularity"], "minmax", seed=0)
-        q.fit(torch.linspace(-1, 1, 2 * int(torch.tensor(shape).prod())).view(2, *shape))
-        return int(replay_budget_bytes(cfg["n_replays"], shape, q))
+        """Bytes of the full replay memory of ``cfg`` (0 for a strategy that keeps no samples)."""
+        return self.strategy_bytes(cfg)[0]
 
     def event(self, cfg: dict, target: str) -> dict:
         """Latency (s), energy (J), planner groups (bytes) and fits of one learning event on ``target``."""
@@ -79,12 +119,13 @@ class CostModel:
 
     def trial_cost(self, cfg: dict, targets: list[str]) -> dict:
         """``replay_bytes``, and per target: latency_s, energy_j, device_bytes, fits."""
-        replay = self.replay_bytes(cfg)
-        out = {"replay_bytes": replay, "targets": {}}
+        replay, own = self.strategy_bytes(cfg)
+        out = {"replay_bytes": replay, "strategy_bytes": own, "targets": {}}
         for t in targets:
             e = self.event(cfg, t)
             groups = dict(e["groups"])
             groups["replay_memory"] = replay
+            groups.update(own)
             out["targets"][t] = {"latency_s": e["latency_s"], "energy_j": e["energy_j"],
                                  "device_bytes": int(sum(groups.values())), "fits": e["fits"],
                                  "notes": e["notes"]}

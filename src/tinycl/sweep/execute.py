@@ -87,7 +87,8 @@ def _row(t: dict, cost: dict, targets: list[str], cons_target: str) -> dict:
     c = cost["targets"][cons_target]
     return {"id": t["id"], "status": "planned", "reason": None, "point": t["point"], "config": t["config"],
             "average_accuracy": None, "forgetting": None, "footprint_bytes": None,
-            "replay_bytes": cost["replay_bytes"], "device_bytes": c["device_bytes"],
+            "replay_bytes": cost["replay_bytes"], "strategy_bytes": cost["strategy_bytes"],
+            "device_bytes": c["device_bytes"],
             "latency_s": c["latency_s"], "energy_j": c["energy_j"], "fits": c["fits"],
             "targets": {k: {m: cost["targets"][k][m] for m in ("latency_s", "energy_j", "device_bytes", "fits")}
                         for k in targets},
