@@ -8,7 +8,7 @@ arithmetic floored at 1e-7 of the largest gradient). Refusals print their one-li
 other exception is a finding and is printed as such. Prints a markdown table (docs/engine.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/cnn_models.py --json bench/results/cnn_models.json
-    .venv/bin/python bench/cnn_models.py resnet18 tv:resnet50   # a subset (timm names, tv: torchvision)
+    .venv/bin/python bench/cnn_models.py resnet18 tv:resnet50   # a subset (NAME: either library, tv:NAME: torchvision)
 """
 
 import argparse
