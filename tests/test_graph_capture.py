@@ -266,3 +266,18 @@ def test_torch_export_fallback_for_shape_branches():
     net = check_against_autograd(ShapeBranch(), (3, 8, 8), batch=3)
     assert [n.name for n in net.graph.compute_nodes()] == ["conv", "bn", "relu", "mean", "fc"]
     assert net.graph.resolve("bn") == "bn"
+
+
+@pytest.mark.parametrize("module, shape", [(lambda: nn.BatchNorm2d(8), (8, 5, 5)), (lambda: nn.BatchNorm1d(6), (6,)),
+                                           (lambda: nn.Conv2d(3, 4, 3), (3, 6, 6)), (lambda: nn.Linear(5, 3), (5,))])
+def test_a_single_library_module_as_the_whole_model(module, shape):
+    """A bare module (no container around it) is captured with its own parameter and buffer names;
+    a root batch norm keeps its step counter (it crashed with a KeyError before)."""
+    check_against_autograd(module(), shape, batch=3)
+    m = module()
+    net = from_torch(m, shape)
+    assert set(net.state_dict()) == set(m.state_dict())
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        before = int(m.num_batches_tracked)
+        net.train().forward(torch.randn(3, *shape))
+        assert int(net.state_dict()["num_batches_tracked"]) == before + 1

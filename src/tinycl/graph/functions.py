@@ -278,7 +278,8 @@ def _norm(low, n, op):
         if a["momentum"] is None or a["running_mean"] is None:
             raise low.error(n, "needs running statistics and a numeric momentum")
         bufs = _bound(low, n, a, ("running_mean", "running_var"), "buffer")
-        tracked = bufs["running_mean"].rsplit(".", 1)[0] + ".num_batches_tracked"
+        prefix = bufs["running_mean"].rpartition(".")[0]   # "" when the batch norm is the root module
+        tracked = f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked"
         if tracked in low.buffers:
             bufs["num_batches_tracked"] = tracked
         if not a["training"] and low.module.training:
