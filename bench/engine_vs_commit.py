@@ -8,6 +8,11 @@ interleaved in the same process as the load reference. The two engines' processe
 ``--rounds`` times. Reported per model and batch: the median milliseconds per tinycl step of each
 engine, their ratio (this / previous: <= 1 means no slower), and each engine's ratio to torch.
 
+tinycl sets glibc's malloc to keep freed memory (``tinycl.kernels.allocator``), which is process
+wide: it speeds torch's steps in the same process too. By default (``--allocator same``) every
+worker applies those settings first, so both engines and torch run on the same allocator and the
+comparison is of the engine code; ``--allocator own`` runs each engine as it ships.
+
     .venv/bin/python bench/engine_vs_commit.py --threads 1                  # zoo, batch 1 and 32
     .venv/bin/python bench/engine_vs_commit.py --commit bb288b5 --rounds 9 --json F
 """
@@ -28,7 +33,11 @@ MODELS = ["tinycl-net", "resnet8", "mobilenet-v1"]
 
 # Only the API both engines have: from_torch, the zoo registry, the loss kernels, SGD.
 WORKER = r"""
-import json, sys, time, torch
+import ctypes, json, sys, time, torch
+if sys.argv[5] == "same":  # tinycl's allocator settings (src/tinycl/kernels/allocator.py) in both engines
+    libc = ctypes.CDLL("libc.so.6")
+    for param, value in ((-3, 32 << 20), (-1, 1 << 30), (-2, 64 << 20)):
+        assert libc.mallopt(param, value) == 1
 from torch import nn
 from tinycl import from_torch
 from tinycl.kernels import loss as LOSS
@@ -83,9 +92,12 @@ def extract(commit: str, where: Path) -> Path:
     return where / "src"
 
 
-def one(src: Path, model: str, batch: int, threads: int, steps: int) -> dict:
+def one(src: Path, model: str, batch: int, threads: int, steps: int, allocator: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", WORKER, model, str(batch), str(threads), str(steps)], env=env,
+    if allocator == "own":
+        env.pop("TINYCL_MALLOC", None)
+    out = subprocess.run([sys.executable, "-c", WORKER, model, str(batch), str(threads), str(steps), allocator],
+                         env=env,
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -97,6 +109,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5, help="alternating worker processes per engine")
+    ap.add_argument("--allocator", choices=["same", "own"], default="same",
+                    help="same: both engines (and torch) run with tinycl's glibc malloc settings, so the "
+                         "comparison is of the engine code; own: each as it ships (the previous one with "
+                         "glibc's defaults)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args()
     rows = []
@@ -109,11 +125,12 @@ def main() -> None:
                 steps = 40 if batch == 1 else 8
                 got = {"previous": [], "this": []}
                 for _ in range(a.rounds):
-                    got["previous"].append(one(old, model, batch, a.threads, steps))
-                    got["this"].append(one(new, model, batch, a.threads, steps))
+                    got["previous"].append(one(old, model, batch, a.threads, steps, a.allocator))
+                    got["this"].append(one(new, model, batch, a.threads, steps, a.allocator))
                 med = {k: {f: statistics.median(r[f] for r in v) for f in ("tinycl", "torch")}
                        for k, v in got.items()}
                 row = {"model": model, "batch": batch, "threads": a.threads, "commit": a.commit,
+                       "allocator": a.allocator,
                        "previous_s": med["previous"]["tinycl"], "this_s": med["this"]["tinycl"],
                        "this_over_previous": med["this"]["tinycl"] / med["previous"]["tinycl"],
                        "previous_over_torch": statistics.median(r["tinycl"] / r["torch"] for r in got["previous"]),
