@@ -52,16 +52,24 @@ class GraphLayer(Layer):
             for x in n.inputs:
                 readers[x] = readers.get(x, 0) + 1
         self.read_twice = {k for k, c in readers.items() if c > 1}   # their gradients are sums
-        self.steps = []
+        self.steps = []   # forward: (name, op, inputs, kind, getitem index, tensors to free after it)
         for i, n in enumerate(self.nodes):
             op = self.ops[n.name]
             kind = ("getitem" if n.op == "getitem" else "leaf" if n.op in ("param", "const")
                     else "many" if hasattr(op, "forward_many") else "one")
             frees = tuple(k for k in dict.fromkeys(n.inputs) if last_use[k] == i and k != g.output)
-            parts = len(g[n.inputs[0]].shape) if kind == "getitem" else 0
-            self.steps.append((n.name, op, tuple(n.inputs), kind, n.attrs.get("index"), frees, parts,
-                               tuple(self.needs[k] for k in n.inputs),
-                               tuple(self.needs_from_input[k] for k in n.inputs)))
+            self.steps.append((n.name, op, tuple(n.inputs), kind, n.attrs.get("index"), frees))
+        # backward, one list per mode (need_input False / True), reversed: (name, op, inputs, kind,
+        # index, parts, runs, want, simple); ``simple``: one input, read once, so its gradient is stored
+        self.back_steps = {}
+        for need_input, needs in ((False, self.needs), (True, self.needs_from_input)):
+            rows = []
+            for n, (name, op, inputs, kind, index, _) in zip(reversed(self.nodes), reversed(self.steps)):
+                want = tuple(needs[k] for k in inputs)
+                parts = len(g[inputs[0]].shape) if kind == "getitem" else 0
+                simple = kind == "one" and inputs[0] not in self.read_twice
+                rows.append((name, op, inputs, kind, index, parts, needs[name], want, simple))
+            self.back_steps[need_input] = rows
         # a plain chain (each node reads only the one before it): run it without the tensor table
         prev, self.chain = g.input, True
         for n, step in zip(self.nodes, self.steps):
@@ -76,7 +84,7 @@ class GraphLayer(Layer):
                 x = step[1].forward(x, ctx)
             return x
         vals = {self.graph.input: x}
-        for name, op, inputs, kind, index, frees, _, _, _ in self.steps:
+        for name, op, inputs, kind, index, frees in self.steps:
             if kind == "one":
                 y = op.forward(vals[inputs[0]], ctx)
             elif kind == "many":
@@ -91,42 +99,48 @@ class GraphLayer(Layer):
         return vals[self.graph.output]
 
     def backward(self, dy, ctx, need_input=True):
-        needs = self.needs_from_input if need_input else self.needs
+        steps = self.back_steps[need_input]
         if self.chain:
-            return self._chain_backward(dy, ctx, need_input, needs)
+            return self._chain_backward(dy, ctx, need_input, steps)
         grads: dict[str, object] = {self.graph.output: dy}
         owned: set[str] = set()   # gradients held only by ``grads``: later sums may add into them in place
-        for name, op, inputs, kind, index, _, parts, want_w, want_x in reversed(self.steps):
+        twice = self.read_twice
+        for name, op, inputs, kind, index, parts, runs, want, simple in steps:
             g = grads.pop(name, None)
-            if g is None or not needs[name]:
+            if g is None or not runs:
                 op.saved = None
                 continue
-            owned.discard(name)
+            if simple:
+                gx = op.backward(g, ctx, want[0])
+                if want[0] and gx is not None:
+                    grads[inputs[0]] = gx
+                continue
+            if name in twice:
+                owned.discard(name)
             if kind == "getitem":
                 self._add_part(grads, inputs[0], index, g, parts)
                 continue
             if kind == "leaf":
                 op.backward(g, ctx)
                 continue
-            want = want_x if need_input else want_w
             outs = op.backward_many(g, ctx, want) if kind == "many" else (op.backward(g, ctx, want[0]),)
             for k, w, gx in zip(inputs, want, outs):
                 if w and gx is not None:
-                    if k in self.read_twice:
+                    if k in twice:
                         self._accumulate(grads, owned, k, gx, g)
                     else:
                         grads[k] = gx
         return grads.get(self.graph.input) if need_input else None
 
-    def _chain_backward(self, dy, ctx, need_input, needs):
+    @staticmethod
+    def _chain_backward(dy, ctx, need_input, steps):
         """Backward of a plain chain: stops at the first node nothing before it needs a gradient."""
-        for i in range(len(self.steps) - 1, -1, -1):
-            name, op, _, _, _, _, _, want_w, want_x = self.steps[i]
-            if not needs[name]:
-                for step in self.steps[:i + 1]:
+        for i, (_, op, _, _, _, _, runs, want, _) in enumerate(steps):
+            if not runs:
+                for step in steps[i:]:
                     step[1].saved = None
                 return None
-            dy = op.backward(dy, ctx, (want_x if need_input else want_w)[0])
+            dy = op.backward(dy, ctx, want[0])
         return dy if need_input else None
 
     @staticmethod

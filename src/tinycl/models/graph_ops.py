@@ -15,8 +15,9 @@ from ..kernels import shape as S
 from .layers import Layer
 
 
-def _shape_only(t):
-    return torch.empty(t.shape, device="meta") if isinstance(t, torch.Tensor) else t
+def _shape(t):
+    """A tensor operand's shape (what add / sub need for backward), None for a number."""
+    return t.shape if isinstance(t, torch.Tensor) else None
 
 
 class Multi(Layer):
@@ -29,6 +30,7 @@ class Binary(Multi):
     def __init__(self, name, kind, scalar=None, reverse=False):
         super().__init__(name)
         self.kind, self.scalar, self.reverse = kind, scalar, reverse
+        self._forward = getattr(E, f"{kind}_forward")
 
     def _operands(self, xs):
         if self.scalar is None:
@@ -37,19 +39,24 @@ class Binary(Multi):
 
     def forward_many(self, xs, ctx):
         a, b = self._operands(xs)
-        y = ctx.act(getattr(E, f"{self.kind}_forward")(a, b))
-        if ctx.training:   # add / sub need only the operands' shapes: keep shape-only (meta) tensors
-            keep = (lambda t: t) if self.kind in ("mul", "div") else _shape_only
-            self.saved = (keep(a), keep(b), y if self.kind == "div" else None)
+        y = ctx.act(self._forward(a, b))
+        if ctx.training:   # add / sub need only the operands' shapes
+            self.saved = (_shape(a), _shape(b), None) if self.kind in ("add", "sub") else \
+                (a, b, y if self.kind == "div" else None)
         return y
 
     def backward_many(self, dy, ctx, needs):
         a, b, y = self.saved
         self.saved = None
-        if self.kind == "div":
+        if self.kind in ("add", "sub"):   # E.add_backward / E.sub_backward, on the saved shapes
+            ga = None if a is None else E.unbroadcast(dy, a)
+            gb = None if b is None else E.unbroadcast(dy, b)
+            if gb is not None and self.kind == "sub":
+                gb = gb.neg()
+        elif self.kind == "div":
             ga, gb = E.div_backward(dy, a, b, y)
         else:
-            ga, gb = getattr(E, f"{self.kind}_backward")(dy, a, b)
+            ga, gb = E.mul_backward(dy, a, b)
         grads = [ga, gb] if self.scalar is None else [gb] if self.reverse else [ga]
         return tuple(ctx.grad(g) if need and g is not None else None for g, need in zip(grads, needs))
 
