@@ -69,6 +69,21 @@ def build(name, kw):
     return m
 
 
+def pair_for_batch(name: str, batch: int):
+    """(tinycl Network, torch module in training mode) of one model on the same weights; at batch 1
+    batch norm uses frozen statistics in both (as on a device)."""
+    model = build(name, {})
+    ref = build(name, {})
+    ref.load_state_dict(model.state_dict())
+    net, ref = from_torch(model, (3, 32, 32)), ref.train()
+    if batch == 1:
+        for layer in net.layers():
+            if layer.kind == "batchnorm2d":
+                layer.frozen_stats = True
+        ref.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)
+    return net, ref
+
+
 def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b

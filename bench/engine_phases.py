@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import build
+from engine import pair_for_batch
 
-from tinycl import from_torch
 from tinycl.kernels import loss as LOSS
 from tinycl.kernels.optim import SGD
 
@@ -31,13 +30,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    net = from_torch(build(a.model, {}), (3, 32, 32))
-    ref = build(a.model, {}).train()
-    if a.batch == 1:
-        for layer in net.layers():
-            if layer.kind == "batchnorm2d":
-                layer.frozen_stats = True
-        ref.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    net, ref = pair_for_batch(a.model, a.batch)
     opt, topt = SGD(lr=0.01, momentum=0.9), torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     pool = [(torch.randn(a.batch, 3, 32, 32, generator=g), torch.randint(0, 10, (a.batch,), generator=g))

@@ -22,18 +22,12 @@ from pathlib import Path
 WORKER = r"""
 import json, resource, sys, torch
 sys.path.insert(0, sys.argv[5])
-from engine import build
-from tinycl import from_torch
+from engine import pair_for_batch
 from tinycl.kernels import loss as LOSS
 from tinycl.kernels.optim import SGD
 name, batch, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
-net, ref = from_torch(build(name, {}), (3, 32, 32)), build(name, {}).train()
-if batch == 1:
-    for layer in net.layers():
-        if layer.kind == "batchnorm2d":
-            layer.frozen_stats = True
-    ref.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+net, ref = pair_for_batch(name, batch)
 opt, topt = SGD(lr=0.01, momentum=0.9), torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9)
 g = torch.Generator().manual_seed(0)
 pool = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)) for _ in range(16)]
