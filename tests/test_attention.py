@@ -7,29 +7,12 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+from test_kernels_graph_ops import close, rand
+from test_kernels_graph_ops import grads_of as autograd
 from tinycl.errors import TinyclError
 from tinycl.kernels import attention as K
 
 D = torch.float64
-
-
-def rand(shape, seed, scale=1.0):
-    return torch.randn(shape, dtype=D, generator=torch.Generator().manual_seed(seed)) * scale
-
-
-def close(a, b, tol=1e-10):
-    assert a.shape == b.shape, (a.shape, b.shape)
-    if a.numel():
-        assert (a - b).abs().max() <= tol * b.abs().max().clamp_min(1.0), float((a - b).abs().max())
-
-
-def autograd(fn, *xs, seed=0):
-    leaves = [x.detach().clone().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point()
-              else x for x in xs]
-    y = fn(*leaves)
-    dy = rand(y.shape, seed)
-    y.backward(dy)
-    return y.detach(), dy, [x.grad if isinstance(x, torch.Tensor) else None for x in leaves]
 
 
 @st.composite

@@ -33,9 +33,10 @@ def rand(shape, seed, scale=1.0):
 
 
 def grads_of(fn, *xs, seed=0):
-    """``fn`` on leaf copies of the tensors in ``xs`` (other items pass through); returns
+    """``fn`` on leaf copies of the float tensors in ``xs`` (other items pass through); returns
     ``(y, dy, grads)`` with a gradient (or None) per item."""
-    leaves = [x.detach().clone().requires_grad_(True) if isinstance(x, torch.Tensor) else x for x in xs]
+    leaves = [x.detach().clone().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point()
+              else x for x in xs]   # integer tensors (indices) pass through, with no gradient
     y = fn(*leaves)
     dy = rand(y.shape, seed)
     y.backward(dy)
