@@ -3,8 +3,8 @@
 Each training step frees its activations and gradients (MBs per tensor on a real model) and
 allocates the same sizes again in the next step. With glibc's defaults, blocks above its mmap
 threshold go back to the kernel when freed and the top of the heap is trimmed, so the next step
-page-faults every page in again: 7,500 minor faults (about 29 MB) per ResNet-18 step at batch 1,
-a third of the step's time (docs/benchmarks.md). Raising the mmap threshold to its maximum
+page-faults every page in again: 6,880 minor faults (27 MB) per ResNet-18 step at batch 1 and
+2 threads (``bench/page_faults.py``, docs/benchmarks.md). Raising the mmap threshold to its maximum
 (32 MiB on 64-bit glibc), the trim threshold to 1 GiB and the top pad to 64 MiB keeps that memory
 mapped from one step to the next, at the price of a resident size that stays at the peak.
 

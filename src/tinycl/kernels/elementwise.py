@@ -47,7 +47,10 @@ def unbroadcast(g: torch.Tensor, shape) -> torch.Tensor:
 
 
 def _grad(g, operand):
-    """``g`` reduced to ``operand``'s shape, or None for a number."""
+    """``g`` reduced to ``operand``'s shape (``operand``: a tensor or its ``torch.Size``), or None
+    for a number."""
+    if isinstance(operand, torch.Size):
+        return unbroadcast(g, operand)
     return unbroadcast(g, operand.shape) if _is_tensor(operand) else None
 
 
@@ -69,7 +72,8 @@ def add_forward(a, b) -> torch.Tensor:
 
 
 def add_backward(dy: torch.Tensor, a, b):
-    """``(da, db) = (dy, dy)``, each reduced to its operand's shape (None for a number)."""
+    """``(da, db) = (dy, dy)``, each reduced to its operand's shape (None for a number). Only the
+    operands' shapes are read: ``a`` and ``b`` may be given as ``torch.Size``."""
     return _grad(dy, a), _grad(dy, b)
 
 
@@ -79,8 +83,9 @@ def sub_forward(a, b) -> torch.Tensor:
 
 
 def sub_backward(dy: torch.Tensor, a, b):
-    """``(da, db) = (dy, -dy)``, reduced to the operands' shapes."""
-    return _grad(dy, a), (_grad(dy, b).neg() if _is_tensor(b) else None)
+    """``(da, db) = (dy, -dy)``, reduced to the operands' shapes (which may be given as ``torch.Size``)."""
+    gb = _grad(dy, b)
+    return _grad(dy, a), (None if gb is None else gb.neg())
 
 
 def mul_forward(a, b) -> torch.Tensor:

@@ -31,6 +31,7 @@ class Binary(Multi):
         super().__init__(name)
         self.kind, self.scalar, self.reverse = kind, scalar, reverse
         self._forward = getattr(E, f"{kind}_forward")
+        self._backward = getattr(E, f"{kind}_backward")
 
     def _operands(self, xs):
         if self.scalar is None:
@@ -48,15 +49,10 @@ class Binary(Multi):
     def backward_many(self, dy, ctx, needs):
         a, b, y = self.saved
         self.saved = None
-        if self.kind in ("add", "sub"):   # E.add_backward / E.sub_backward, on the saved shapes
-            ga = None if a is None else E.unbroadcast(dy, a)
-            gb = None if b is None else E.unbroadcast(dy, b)
-            if gb is not None and self.kind == "sub":
-                gb = gb.neg()
-        elif self.kind == "div":
+        if self.kind == "div":
             ga, gb = E.div_backward(dy, a, b, y)
-        else:
-            ga, gb = E.mul_backward(dy, a, b)
+        else:   # add / sub from the saved shapes, mul from the operands
+            ga, gb = self._backward(dy, a, b)
         grads = [ga, gb] if self.scalar is None else [gb] if self.reverse else [ga]
         return tuple(ctx.grad(g) if need and g is not None else None for g, need in zip(grads, needs))
 
