@@ -28,15 +28,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tinycl.kernels.allocator import SETTINGS
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["tinycl-net", "resnet8", "mobilenet-v1"]
 
 # Only the API both engines have: from_torch, the zoo registry, the loss kernels, SGD.
 WORKER = r"""
 import ctypes, json, sys, time, torch
-if sys.argv[5] == "same":  # tinycl's allocator settings (src/tinycl/kernels/allocator.py) in both engines
+if sys.argv[5] != "own":  # this checkout's allocator settings (tinycl.kernels.allocator.SETTINGS) in both
     libc = ctypes.CDLL("libc.so.6")
-    for param, value in ((-3, 32 << 20), (-1, 1 << 30), (-2, 64 << 20)):
+    for param, value in json.loads(sys.argv[5]):
         assert libc.mallopt(param, value) == 1
 from torch import nn
 from tinycl import from_torch
@@ -96,7 +98,8 @@ def one(src: Path, model: str, batch: int, threads: int, steps: int, allocator: 
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads))
     if allocator == "own":
         env.pop("TINYCL_MALLOC", None)
-    out = subprocess.run([sys.executable, "-c", WORKER, model, str(batch), str(threads), str(steps), allocator],
+    mode = json.dumps(SETTINGS) if allocator == "same" else "own"
+    out = subprocess.run([sys.executable, "-c", WORKER, model, str(batch), str(threads), str(steps), mode],
                          env=env,
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
